@@ -62,6 +62,12 @@ def _legacy_vae_names(tensors: Iterator[tuple[str, np.ndarray]]) -> Iterator[tup
         yield key, value
 
 
+def _text_model_prefix(tensors: Iterator[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
+    # transformers 5 saves CLIPTextModel without the `text_model.` prefix that SD-2.x files have.
+    for key, value in tensors:
+        yield (key if key.startswith("text_model.") else f"text_model.{key}"), value
+
+
 def load_component(folder: str | Path, name: str, *, dtype: Any = jnp.float32, attention_impl: str = "xla"
                    ) -> tuple[nn.Module, dict, dict]:
     """(module, params, config) of one component subfolder (`unet`, `vae` or `text_encoder`)."""
@@ -73,6 +79,8 @@ def load_component(folder: str | Path, name: str, *, dtype: Any = jnp.float32, a
     tensors = weights.read_model_tensors(sub)
     if name == "vae":
         tensors = _legacy_vae_names(tensors)
+    elif name == "text_encoder":
+        tensors = _text_model_prefix(tensors)
     params = weights.torch_to_flax(tensors, param_shapes(name, module), source=str(sub))
     return module, params, config
 
