@@ -12,6 +12,15 @@ SUPPORTED = {
 }
 
 
+def _torch_linspace(start: float, end: float, n: int) -> np.ndarray:
+    """float32 `torch.linspace`, bit for bit: float32 ends and step, halves filled from each end."""
+    s, e = np.float64(np.float32(start)), np.float64(np.float32(end))
+    step = np.float64(np.float32(e) - np.float32(s)) / np.float64(np.float32(n - 1))
+    step = np.float64(np.float32(step))
+    i = np.arange(n)
+    return np.where(i < n // 2, s + step * i, e - step * (n - 1 - i)).astype(np.float32)
+
+
 def alphas_cumprod(
     num_train_timesteps: int = 1000,
     beta_start: float = 0.00085,
@@ -20,13 +29,14 @@ def alphas_cumprod(
 ) -> np.ndarray:
     """alpha_bar_t for t in [0, num_train_timesteps), float32 (diffusers' arithmetic order)."""
     if beta_schedule == "scaled_linear":
-        betas = np.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=np.float32) ** 2
+        betas = _torch_linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps) ** 2
     elif beta_schedule == "linear":
-        betas = np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float32)
+        betas = _torch_linspace(beta_start, beta_end, num_train_timesteps)
     else:
         raise ValueError(f"beta_schedule={beta_schedule!r} is not supported; expected one of "
                          f"{SUPPORTED['beta_schedule']}")
-    return np.cumprod(1.0 - betas, axis=0).astype(np.float32)
+    # torch's CPU cumprod accumulates float32 in float64; diffusers computes it that way.
+    return np.cumprod((1.0 - betas).astype(np.float64), axis=0).astype(np.float32)
 
 
 def alphas_cumprod_from_config(config: Mapping[str, Any], source: str = "scheduler config") -> np.ndarray:

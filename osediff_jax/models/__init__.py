@@ -1,1 +1,1 @@
-"""Flax linen models of SD-2.x-base, with parameter names that follow diffusers and transformers."""
+"""Linen modules of SD-2.x: UNet, VAE and CLIP text encoder, NHWC, diffusers parameter names."""

@@ -1,0 +1,132 @@
+"""Reading and writing images: the one place that decodes files (8/16-bit, alpha, gray, EXIF)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+class ImageReadError(ValueError):
+    """A file that is not a readable image; the message names the file."""
+
+
+@dataclasses.dataclass
+class Decoded:
+    """An image as stored: `rgb` HxWx3 and `alpha` HxW (or None), uint8 or uint16."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    gray: bool
+
+    @property
+    def bits(self) -> int:
+        return 16 if self.rgb.dtype == np.uint16 else 8
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file (0 bytes)")
+        img = Image.open(path)
+        img.load()
+        # Orientation is part of the image the user sees; the pixel array must follow it.
+        return ImageOps.exif_transpose(img)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{path}: not a readable image ({e})") from None
+
+
+def _as16(a: np.ndarray) -> np.ndarray:
+    return np.clip(a, 0, 65535).astype(np.uint16)
+
+
+def decode(path: str | os.PathLike) -> Decoded:
+    """Decodes any PIL-readable image keeping bit depth (8 or 16) and alpha."""
+    path = Path(path)
+    img = _open(path)
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        g = _as16(np.asarray(img, dtype=np.int64))
+        return Decoded(np.repeat(g[..., None], 3, axis=-1), None, True)
+    if mode in ("L", "1"):
+        g = np.asarray(img.convert("L"))
+        return Decoded(np.repeat(g[..., None], 3, axis=-1), None, True)
+    if mode == "LA":
+        a = np.asarray(img)
+        return Decoded(np.repeat(a[..., :1], 3, axis=-1), a[..., 1].copy(), True)
+    if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in img.info):
+        a = np.asarray(img.convert("RGBA"))
+        return Decoded(a[..., :3].copy(), a[..., 3].copy(), False)
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.dtype == np.uint16 and arr.shape[-1] in (3, 4):  # 16-bit RGB(A) TIFF
+        return Decoded(arr[..., :3].copy(), arr[..., 3].copy() if arr.shape[-1] == 4 else None, False)
+    if arr.dtype == np.float32 and arr.ndim == 2:  # 'F' TIFF: treat as 16-bit gray in [0, 65535]
+        g = _as16(np.rint(arr))
+        return Decoded(np.repeat(g[..., None], 3, axis=-1), None, True)
+    return Decoded(np.asarray(img.convert("RGB")), None, False)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """HxWx3 uint8 RGB, as PIL's `convert('RGB')` gives it for 8-bit files; 16-bit is scaled down."""
+    d = decode(path)
+    if d.bits == 16:
+        return np.rint(d.rgb.astype(np.float64) / 257.0).astype(np.uint8)
+    return d.rgb
+
+
+def to_float(a: np.ndarray) -> np.ndarray:
+    """uint8/uint16 pixels to float32 in [0, 1]."""
+    scale = 65535.0 if a.dtype == np.uint16 else 255.0
+    return a.astype(np.float32) / np.float32(scale)
+
+
+def from_float(x: np.ndarray, bits: int = 8) -> np.ndarray:
+    """float pixels in [0, 1] to rounded uint8 or uint16."""
+    hi = 65535.0 if bits == 16 else 255.0
+    return np.rint(np.clip(np.asarray(x, np.float64), 0.0, 1.0) * hi).astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None,
+              gray: bool = False) -> None:
+    """Writes a PNG atomically (temporary file, then rename); uint16 input gives a 16-bit PNG."""
+    path = Path(path)
+    if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"{path}: expected HxWx3 uint8 or uint16 pixels, got {rgb.dtype} {rgb.shape}")
+    if rgb.dtype == np.uint16:
+        if alpha is not None or not gray:
+            # PIL has no 16-bit RGB(A) PNG writer; 16-bit gray it has.
+            raise ValueError(f"{path}: 16-bit output is supported for grayscale images without alpha")
+        img = Image.fromarray(rgb[..., 0].astype(np.uint16)).convert("I;16")
+    elif gray:
+        img = Image.fromarray(rgb[..., 0], "L") if alpha is None else Image.fromarray(
+            np.stack([rgb[..., 0], alpha], -1), "LA")
+    else:
+        img = Image.fromarray(rgb, "RGB") if alpha is None else Image.fromarray(
+            np.concatenate([rgb, alpha[..., None]], -1), "RGBA")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageReadError(f"{folder}: not a directory")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)

@@ -1,0 +1,189 @@
+"""PyTorch state dicts <-> Flax parameter trees, and reading/writing the files that hold them.
+
+Mapping rule (mechanical): a torch key `a.b.0.c.weight` is the Flax path `a/b_0/c/<leaf>`, where a
+Linear `weight` [out, in] is a Dense `kernel` [in, out], a Conv `weight` [O, I, kh, kw] a Conv
+`kernel` [kh, kw, I, O], a norm `weight` a `scale`, an Embedding `weight` an `embedding`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import ml_dtypes
+import numpy as np
+from flax import traverse_util
+
+# Module-list names whose index diffusers/transformers join with "." (`resnets.0`); other names
+# ending in _N are plain names (`linear_1`) and stay as they are when mapping back.
+LIST_NAMES = ("down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "upsamplers",
+              "transformer_blocks", "to_out", "net", "layers")
+_IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
+_LIST_RE = re.compile(rf"^({'|'.join(LIST_NAMES)})_(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match what was expected; the message names file and key."""
+
+
+def torch_key_to_path(key: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for part in key.split("."):
+        if part.isdigit() and out:
+            out[-1] = f"{out[-1]}_{part}"
+        else:
+            out.append(part)
+    return tuple(out)
+
+
+def path_to_torch_key(path: tuple[str, ...]) -> str:
+    return ".".join(m.expand(r"\1.\2") if (m := _LIST_RE.match(p)) else p for p in path)
+
+
+def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 2:
+        return array.T
+    if leaf == "kernel" and array.ndim == 4:
+        return array.transpose(2, 3, 1, 0)
+    return array
+
+
+def _to_torch(array: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 2:
+        return array.T
+    if leaf == "kernel" and array.ndim == 4:
+        return array.transpose(3, 2, 0, 1)
+    return array
+
+
+def torch_to_flax(tensors: Iterator[tuple[str, np.ndarray]], shapes: Any, source: str,
+                  put: Callable[[np.ndarray], Any] = jax.device_put) -> dict:
+    """Converts (torch key, array) pairs into a parameter tree with the structure of `shapes`.
+
+    `shapes` is the tree of `jax.eval_shape(module.init, ...)["params"]`. Arrays keep their dtype.
+    Each converted array goes through `put` at once, so only one source tensor is held at a time.
+    """
+    expected = traverse_util.flatten_dict(shapes)
+    out: dict[tuple[str, ...], Any] = {}
+    for key, array in tensors:
+        if _IGNORED_KEYS.search(key):
+            continue
+        *mod, leaf = torch_key_to_path(key)
+        mod = tuple(mod)
+        if leaf == "weight":
+            leaf = next((n for n in ("kernel", "scale", "embedding") if mod + (n,) in expected), "kernel")
+        path = mod + (leaf,)
+        if path not in expected:
+            raise CheckpointError(f"{source}: unexpected key {key!r} (no parameter {'/'.join(path)} in the model)")
+        want = tuple(expected[path].shape)
+        if leaf == "kernel" and array.ndim == 4 and len(want) == 2 and array.shape[2:] == (1, 1):
+            array = array[:, :, 0, 0]  # 1x1 conv weights stored for a Linear (old VAE attention)
+        value = _to_flax(np.asarray(array), leaf)
+        if tuple(value.shape) != want:
+            raise CheckpointError(f"{source}: {key!r} has shape {tuple(array.shape)}, but the config "
+                                  f"implies {tuple(_to_torch(np.empty(want), leaf).shape)}")
+        out[path] = put(np.ascontiguousarray(value))
+    missing = [path_to_torch_key(p[:-1]) + "." + ("bias" if p[-1] == "bias" else "weight")
+               for p in expected if p not in out]
+    if missing:
+        raise CheckpointError(f"{source}: {len(missing)} weights missing, e.g. {missing[:3]}")
+    return traverse_util.unflatten_dict(out)
+
+
+def flax_to_torch(params: Mapping) -> dict[str, np.ndarray]:
+    """The inverse of `torch_to_flax`: torch state-dict keys and layouts, dtypes kept."""
+    out = {}
+    for path, value in traverse_util.flatten_dict(params).items():
+        leaf = path[-1]
+        name = "bias" if leaf == "bias" else "weight"
+        out[f"{path_to_torch_key(path[:-1])}.{name}"] = np.ascontiguousarray(_to_torch(np.asarray(value), leaf))
+    return out
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+WEIGHT_NAMES = ("diffusion_pytorch_model", "model", "pytorch_model")
+
+
+def find_weights(folder: Path) -> list[Path]:
+    """The weight file(s) of one diffusers/transformers model folder, safetensors preferred."""
+    for ext in (".safetensors", ".bin"):
+        for stem in WEIGHT_NAMES:
+            for variant in ("", ".fp16"):
+                index = folder / f"{stem}{variant}{ext}.index.json"
+                if index.is_file():
+                    try:
+                        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+                    except (ValueError, KeyError) as e:
+                        raise CheckpointError(f"{index}: not a valid shard index ({e})") from None
+                    return [folder / s for s in shards]
+                single = folder / f"{stem}{variant}{ext}"
+                if single.is_file():
+                    return [single]
+    raise CheckpointError(f"{folder}: no weights found (expected e.g. diffusion_pytorch_model.safetensors, "
+                          f"model.safetensors or a .bin file)")
+
+
+def _safetensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    from safetensors import safe_open
+
+    try:
+        handle = safe_open(str(path), framework="numpy")
+        keys = list(handle.keys())
+    except Exception as e:  # the library raises its own SafetensorError for bad headers
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    size = path.stat().st_size
+    with handle:
+        for key in keys:
+            try:
+                yield key, handle.get_tensor(key)
+            except Exception as e:
+                raise CheckpointError(f"{path}: tensor {key!r} cannot be read ({e}); file size {size} bytes, "
+                                      f"is it truncated?") from None
+
+
+def _torch_bin(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: reading .bin checkpoints needs PyTorch (pip install 'osediff-jax[torch]'), "
+                              f"or convert the folder to safetensors") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    for key in list(state):
+        t = state.pop(key)
+        # numpy has no bfloat16: reinterpret the bits as ml_dtypes' bfloat16.
+        yield key, (t.view(torch.int16).numpy().view(ml_dtypes.bfloat16) if t.dtype == torch.bfloat16
+                    else t.numpy())
+
+
+def read_tensors(files: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
+    """(key, array) pairs from safetensors or torch .bin files, one tensor at a time."""
+    for f in files:
+        yield from (_safetensors(f) if f.suffix == ".safetensors" else _torch_bin(f))
+
+
+def read_model_tensors(folder: Path) -> Iterator[tuple[str, np.ndarray]]:
+    return read_tensors(find_weights(folder))
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
+    """Writes atomically (temporary file, then rename)."""
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(dict(tensors), tmp, metadata=dict(metadata or {"format": "pt"}))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
