@@ -7,12 +7,13 @@ Only `last_hidden_state` is computed: SD-2 conditions on it and never uses the p
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from osediff_jax.attention import dot_product_attention
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact erf GELU, as torch's nn.GELU()
@@ -63,17 +64,6 @@ IGNORED_KEYS = frozenset({
 })
 
 
-def _causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Causal softmax attention, [B, L, H, D] -> [B, L, H, D]; softmax in float32."""
-    length = q.shape[1]
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    scores = scores / math.sqrt(q.shape[-1])
-    causal = jnp.tril(jnp.ones((length, length), dtype=bool))
-    scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-
-
 class CLIPAttention(nn.Module):
     hidden_size: int
     num_heads: int
@@ -86,7 +76,12 @@ class CLIPAttention(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         heads = lambda y: y.reshape(*y.shape[:2], self.num_heads, -1)
-        out = _causal_attention(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)))
+        length = x.shape[1]
+        causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+        # Causal only: no padding mask, SD-2 attends to the pad tokens. [1, 1, L, L] broadcasts.
+        bias = jnp.where(causal, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[None, None]
+        out = dot_product_attention(heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x)),
+                                    bias=bias)
         return self.out_proj(out.reshape(*x.shape[:2], self.hidden_size))
 
 
