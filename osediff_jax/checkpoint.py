@@ -105,7 +105,12 @@ def export_diffusers(model: sd.StableDiffusion, dst: str | Path) -> None:
         for name, params in model.params.items():
             (tmp / name).mkdir()
             (tmp / name / "config.json").write_text(json.dumps(model.configs[name], indent=2))
-            weights.write_safetensors(tmp / name / _EXPORT_FILES[name], weights.flax_to_torch(params))
+            tensors = weights.flax_to_torch(params)
+            if name == "text_encoder":
+                # SD-2.x files carry this buffer (int64 [1, 77]); transformers 4 expects it.
+                n = int(model.configs[name].get("max_position_embeddings", 77))
+                tensors["text_model.embeddings.position_ids"] = np.arange(n, dtype=np.int64)[None]
+            weights.write_safetensors(tmp / name / _EXPORT_FILES[name], tensors)
             index[name] = list(_CLASSES[name])
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(model.configs.get("scheduler", {}), indent=2))

@@ -38,7 +38,9 @@ def src(tmp_path_factory):
                                       num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu"))
     randomize_(te, seed=7).save_pretrained(root / "text_encoder")
     te_file = root / "text_encoder" / "model.safetensors"  # real SD-2.x files have this prefix
-    save_file({f"text_model.{k}": v for k, v in load_file(te_file).items()}, te_file, metadata={"format": "pt"})
+    state = {f"text_model.{k}": v for k, v in load_file(te_file).items()}
+    state["text_model.embeddings.position_ids"] = np.arange(77, dtype=np.int64)[None]
+    save_file(state, te_file, metadata={"format": "pt"})
     (root / "scheduler").mkdir()
     (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(random_sd.SCHEDULER))
     return root

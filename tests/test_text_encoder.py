@@ -12,7 +12,7 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-from osediff_jax import sd, weights
+from osediff_jax import sd
 from osediff_jax.models.text_encoder import CLIPTextModel
 from sd_reference import SHARED_SD, randomize_, rel_err
 
@@ -50,16 +50,8 @@ def save_reference(config: dict, folder, seed: int, legacy_names: bool) -> trans
     return ref
 
 
-def load_ours(folder, legacy_names: bool, dtype=jnp.float32):
-    """Our loader. For files saved by transformers 5 the keys get back the `text_model.` prefix
-    that SD checkpoints have (sd.load_component does not add it yet)."""
-    if legacy_names:
-        return sd.load_component(folder, "text_encoder", dtype=dtype)[:2]
-    sub = folder / "text_encoder"
-    config = sd.read_config(sub / "config.json")
-    module = sd.build_module("text_encoder", config, dtype=dtype, source=str(sub / "config.json"))
-    prefixed = (("text_model." + k, v) for k, v in weights.read_model_tensors(sub))
-    return module, weights.torch_to_flax(prefixed, sd.param_shapes("text_encoder", module), str(sub))
+def load_ours(folder, dtype=jnp.float32):
+    return sd.load_component(folder, "text_encoder", dtype=dtype)[:2]
 
 
 def run(module: CLIPTextModel, params: dict, ids: np.ndarray) -> jax.Array:
@@ -71,7 +63,7 @@ def test_small_config_matches_transformers(tmp_path, act, legacy_names):
     ref = save_reference({**SMALL, "hidden_act": act}, tmp_path, seed=0, legacy_names=legacy_names)
     ids = prompt_like_ids(np.random.default_rng(0), SMALL["vocab_size"], [3, 20, 80])
     want = ref(torch.from_numpy(ids)).last_hidden_state.numpy()
-    module, params = load_ours(tmp_path, legacy_names)
+    module, params = load_ours(tmp_path)
     assert module.hidden_act == act
     got = run(module, params, ids)
     assert got.shape == want.shape == (3, 77, SMALL["hidden_size"])
@@ -84,7 +76,7 @@ def test_bf16_compute_error_small_config(tmp_path):
     ref = save_reference({**SMALL, "hidden_act": "gelu"}, tmp_path, seed=1, legacy_names=True)
     ids = prompt_like_ids(np.random.default_rng(1), SMALL["vocab_size"], [5, 40])
     want = ref(torch.from_numpy(ids)).last_hidden_state.numpy()
-    module, params = load_ours(tmp_path, legacy_names=True, dtype=jnp.bfloat16)
+    module, params = load_ours(tmp_path, dtype=jnp.bfloat16)
     got = run(module, params, ids)
     assert got.dtype == jnp.bfloat16
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(params))
@@ -107,7 +99,7 @@ def test_sd21_config_matches_transformers(tmp_path):
     gc.collect()
     # Our side reads the exact SD-2.1 config, stale token ids and all.
     (tmp_path / "text_encoder" / "config.json").write_text(json.dumps(config))
-    module, params = load_ours(tmp_path, legacy_names=True)
+    module, params = load_ours(tmp_path)
     got = run(module, params, ids)
     assert got.shape == want.shape == (2, 77, 1024)
     err = rel_err(got, want)
