@@ -3,11 +3,12 @@ the tokenizer files, written atomically; loads much faster than a diffusers fold
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -25,37 +26,42 @@ def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / CONFIGS).is_file() and (Path(path) / "params").is_dir()
 
 
-def _fresh_destination(dst: Path) -> Path:
+@contextlib.contextmanager
+def atomic_dir(dst: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `dst` that becomes `dst` when the block succeeds and is removed
+    when it fails; an existing non-empty `dst` is never touched."""
+    dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst}: exists and is not empty; refusing to overwrite it")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
+    try:
+        yield tmp
+        if dst.exists():
+            dst.rmdir()
+        tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
-def _publish(tmp: Path, dst: Path) -> None:
-    if dst.exists():
-        dst.rmdir()
-    tmp.rename(dst)
+def save_tree(path: Path, tree: Any) -> None:
+    """An Orbax parameter tree, stored as host numpy arrays (dtypes kept)."""
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(path, jax.tree.map(np.asarray, tree))
+    ckpt.wait_until_finished()
 
 
 def save(dst: str | Path, params: dict, configs: dict, tokenizer_dir: str | Path | None = None) -> None:
     """Writes `params` (a tree per component) and `configs` (diffusers config dicts) to `dst`."""
-    dst = Path(dst)
-    tmp = _fresh_destination(dst)
-    try:
-        ckpt = ocp.StandardCheckpointer()
-        ckpt.save(tmp / "params", jax.tree.map(np.asarray, params))
-        ckpt.wait_until_finished()
+    with atomic_dir(dst) as tmp:
+        save_tree(tmp / "params", params)
         (tmp / CONFIGS).write_text(json.dumps(configs, indent=2))
         if tokenizer_dir is not None:
             (tmp / "tokenizer").mkdir()
             for name in TOKENIZER_FILES:
                 if (Path(tokenizer_dir) / name).is_file():
                     shutil.copy2(Path(tokenizer_dir) / name, tmp / "tokenizer" / name)
-        _publish(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load(path: str | Path, components: tuple[str, ...] = sd.COMPONENTS, *, dtype: Any = jnp.float32,
@@ -98,9 +104,7 @@ _CLASSES = {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", 
 
 def export_diffusers(model: sd.StableDiffusion, dst: str | Path) -> None:
     """Writes a diffusers-format folder (safetensors, configs, tokenizer, scheduler) that diffusers loads."""
-    dst = Path(dst)
-    tmp = _fresh_destination(dst)
-    try:
+    with atomic_dir(dst) as tmp:
         index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0"}
         for name, params in model.params.items():
             (tmp / name).mkdir()
@@ -119,7 +123,3 @@ def export_diffusers(model: sd.StableDiffusion, dst: str | Path) -> None:
             shutil.copytree(model.tokenizer_dir, tmp / "tokenizer")
             index["tokenizer"] = list(_CLASSES["tokenizer"])
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-        _publish(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
