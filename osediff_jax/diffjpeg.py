@@ -56,9 +56,11 @@ _DCT, _DCT_SCALE, _IDCT, _IDCT_ALPHA = _dct_matrices()
 
 def divide_exactly(x: jax.Array, c: float) -> jax.Array:
     """x / c rounded like IEEE division: XLA rewrites division by a constant as a multiplication by
-    its reciprocal, which is off by one ulp for about 70% of inputs (PyTorch divides)."""
+    its reciprocal, which is off by one ulp for about 70% of inputs (PyTorch divides). The divisor
+    is made data-dependent (`x * 0 + c`, so finite x only; a constant-filled array stays constant
+    under vmap) and the barriers keep the simplifier from folding or reassociating it."""
     x = jnp.asarray(x, jnp.float32)
-    return x / jax.lax.optimization_barrier(jnp.full_like(x, c))
+    return jax.lax.optimization_barrier(x / jax.lax.optimization_barrier(x * 0.0 + c))
 
 
 def quality_to_factor(quality: jax.Array) -> jax.Array:
