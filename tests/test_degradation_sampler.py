@@ -3,6 +3,7 @@
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -124,3 +125,31 @@ def test_config_mirrors_the_parameter_file():
         deg.DegradationConfig.from_dict({"noise_rnage": [1, 2]})
     with pytest.raises(ValueError, match="gray_prob"):
         deg.DegradationConfig.from_dict({"gray_prob": 0.1})
+
+
+def test_poisson_draws_follow_the_poisson_law():
+    """Counts at every one of the 256 rates of an image: mean, variance, and the pmf itself."""
+    from scipy import stats
+
+    levels = np.tile(np.arange(256, dtype=np.float32), 256 * 6)  # 1536 pixels per level
+    img = np.repeat((levels / 255.0).reshape(-1, 256, 1), 3, axis=-1)  # gray image, all levels: vals 256
+    dev, dev_gray = jax.jit(deg.poisson_deviations)(jax.random.key(0), jnp.asarray(img))
+    (rate, vals), _ = deg.poisson_levels(jnp.asarray(img))
+    assert float(vals) == 256
+    counts = np.asarray(dev + rate)
+    np.testing.assert_array_equal(counts, np.round(counts))  # integer counts
+    lam = np.asarray(rate)[0, :, 0]
+    by_level = counts.transpose(1, 0, 2).reshape(256, -1)  # 4608 draws per level (3 channels)
+    n = by_level.shape[1]
+    se_mean = np.sqrt(np.maximum(lam, 1e-3) / n)
+    assert (np.abs(by_level.mean(1) - lam) < 5 * se_mean + 1e-6).all()
+    var_ok = np.abs(by_level.var(1) - lam) < 6 * np.sqrt(2 * np.maximum(lam, 1e-3) ** 2 / n + np.maximum(lam, 1e-3) / n)
+    assert var_ok.all()
+    assert (by_level[0] == 0).all()
+    for level in (3, 40, 255):  # about 3, 40 and 256 expected counts
+        k = np.arange(int(lam[level] * 2 + 30))
+        freq = np.bincount(by_level[level].astype(int), minlength=len(k))[: len(k)] / n
+        tv = 0.5 * np.abs(freq - stats.poisson.pmf(k, lam[level])).sum()
+        assert tv < 0.05, (level, tv)
+    assert np.asarray(dev_gray).shape == img.shape[:2]
+
