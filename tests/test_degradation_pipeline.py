@@ -7,14 +7,12 @@ kernels, filter2D, noise functions and DiffJPEG, with our sampled parameters fed
 torch.randn draws and centred torch.poisson draws (counts - rate) recorded and injected.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from degradation_ref import NoiseRecorder, photos, reference_degrade
 from osediff_jax import degradation as deg
