@@ -1,0 +1,145 @@
+"""Resizing with PyTorch `F.interpolate` semantics (align_corners=False, no antialiasing).
+
+Every mode is a pair of interpolation matrices (rows, columns), so sizes may be traced values:
+the degradation pipeline resizes between fixed canvases whose valid sizes are drawn on device,
+without recompiling. The matrices reproduce PyTorch's CPU kernels: source index
+`ratio * (dst + 0.5) - 0.5` in float32 with ratio = 1/scale_factor when a scale factor is given and
+in/out otherwise; bilinear clamps negative sources to 0 and copies when the sizes are equal;
+bicubic uses A = -0.75 with replicated edges; area is adaptive average pooling (integer windows).
+`jax.image.resize` differs on all three counts (antialiasing, A = -0.5, TF-style area).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+MODES = ("area", "bilinear", "bicubic")
+_CUBIC_A = -0.75
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def scaled_size(n: jax.Array | int, scale: jax.Array | float) -> jax.Array:
+    """Exact `floor(n * scale)` for an integer n < 2**19 and a float32 scale in (2**-100, 2048).
+
+    PyTorch computes output sizes in float64, where the product of an integer and a float32 is
+    exact; a float32 product can round across an integer, so this works on the integer mantissa.
+    """
+    n = jnp.asarray(n, jnp.int32)
+    bits = jax.lax.bitcast_convert_type(jnp.asarray(scale, jnp.float32), jnp.int32)
+    mant = (bits & 0x7FFFFF) | 0x800000
+    shift = 150 - ((bits >> 23) & 0xFF)  # scale = mant * 2**-shift
+    hi = n * (mant >> 12) + ((n * (mant & 0xFFF)) >> 12)  # floor(n * mant / 2**12)
+    return jnp.right_shift(hi, jnp.clip(shift - 12, 0, 31))
+
+
+def _ratio(in_size, out_size, ratio):
+    if ratio is None:
+        return jnp.asarray(in_size, jnp.float32) / jnp.asarray(out_size, jnp.float32)
+    return jnp.asarray(ratio, jnp.float32)
+
+
+def _cubic_weights(t):
+    a = _CUBIC_A
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return jnp.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+def resize_matrix(
+    in_size: jax.Array | int,
+    out_size: jax.Array | int,
+    mode: str,
+    ratio: jax.Array | float | None = None,
+    *,
+    in_canvas: int,
+    out_canvas: int,
+) -> jax.Array:
+    """Interpolation matrix [out_canvas, in_canvas] for one axis; zero outside the valid sizes.
+
+    `in_size` and `out_size` may be traced. `ratio` is the source/destination coordinate ratio:
+    PyTorch uses float32(1 / scale_factor) when given a scale factor; None means in/out (resizing
+    to a size). Area mode ignores it (adaptive pooling depends on the sizes only).
+    """
+    if mode not in MODES:
+        raise ValueError(f"resize mode must be one of {MODES}, got {mode!r}")
+    in_size = jnp.asarray(in_size, jnp.int32)
+    out_size = jnp.asarray(out_size, jnp.int32)
+    i = jnp.arange(out_canvas, dtype=jnp.int32)
+    j = jnp.arange(in_canvas, dtype=jnp.int32)
+    row_valid = (i < out_size)[:, None]
+    if mode == "area":
+        start = (i * in_size) // out_size
+        end = ((i + 1) * in_size + out_size - 1) // out_size
+        inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+        w = inside.astype(jnp.float32) / (end - start).astype(jnp.float32)[:, None]
+        return jnp.where(row_valid, w, 0.0)
+    ratio = _ratio(in_size, out_size, ratio)
+    src = ratio * (i.astype(jnp.float32) + 0.5) - 0.5
+    last = in_size - 1
+    if mode == "bilinear":
+        src = jnp.maximum(src, 0.0)
+        i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), last)
+        lam = jnp.clip(src - i0.astype(jnp.float32), 0.0, 1.0)
+        i1 = i0 + (i0 < last).astype(jnp.int32)
+        w = (j[None, :] == i0[:, None]) * (1.0 - lam)[:, None] + (j[None, :] == i1[:, None]) * lam[:, None]
+        copy = (j[None, :] == i[:, None]).astype(jnp.float32)
+        w = jnp.where(in_size == out_size, copy, w)
+        return jnp.where(row_valid, w, 0.0)
+    i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), last)
+    t = jnp.clip(src - i0.astype(jnp.float32), 0.0, 1.0)
+    taps = jnp.clip(i0[:, None] + jnp.arange(-1, 3, dtype=jnp.int32)[None, :], 0, last)  # [out, 4]
+    weights = _cubic_weights(t)  # [out, 4]
+    w = jnp.sum((taps[:, :, None] == j[None, None, :]) * weights[:, :, None], axis=1)
+    return jnp.where(row_valid, w, 0.0)
+
+
+def apply_resize(x: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
+    """Resize x [..., H, W, C] with row matrix [H', H] and column matrix [W', W] in full float32."""
+    y = jnp.einsum("ih,...hwc->...iwc", rows, x, precision=_HIGHEST)
+    return jnp.einsum("jw,...iwc->...ijc", cols, y, precision=_HIGHEST)
+
+
+def interpolate(
+    x: jax.Array,
+    size: tuple[int, int] | None = None,
+    scale_factor: float | None = None,
+    mode: str = "bilinear",
+) -> jax.Array:
+    """`torch.nn.functional.interpolate(x, size, scale_factor, mode)` for NHWC (or HWC) arrays.
+
+    Exactly one of `size` and `scale_factor` must be given; with a scale factor the output is
+    floor(in * scale_factor) and bilinear/bicubic sample with ratio 1/scale_factor, like PyTorch.
+    """
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"give exactly one of size and scale_factor, got size={size}, scale_factor={scale_factor}")
+    if x.ndim < 3:
+        raise ValueError(f"interpolate expects [..., H, W, C], got shape {x.shape}")
+    h, w = x.shape[-3], x.shape[-2]
+    if size is not None:
+        out_h, out_w = (int(v) for v in size)
+        ratio = None
+    else:
+        if not scale_factor > 0:
+            raise ValueError(f"scale_factor must be positive, got {scale_factor}")
+        out_h, out_w = math.floor(h * float(scale_factor)), math.floor(w * float(scale_factor))
+        ratio = float(jnp.float32(1.0 / float(scale_factor)))  # PyTorch: 1/scale in float64, then float32
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"output size must be positive, got {(out_h, out_w)} from input {(h, w)}")
+    return _interpolate_static(x, (out_h, out_w), mode, ratio)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _interpolate_static(x, out_hw, mode, ratio):
+    h, w = x.shape[-3], x.shape[-2]
+    rows = resize_matrix(h, out_hw[0], mode, ratio, in_canvas=h, out_canvas=out_hw[0])
+    cols = resize_matrix(w, out_hw[1], mode, ratio, in_canvas=w, out_canvas=out_hw[1])
+    return apply_resize(x, rows, cols)
