@@ -64,6 +64,16 @@ def save(dst: str | Path, params: dict, configs: dict, tokenizer_dir: str | Path
                     shutil.copy2(Path(tokenizer_dir) / name, tmp / "tokenizer" / name)
 
 
+def load_configs(path: str | Path) -> dict:
+    """The component configs of our checkpoint or a diffusers folder, without reading any weights."""
+    path = Path(path)
+    if is_checkpoint(path):
+        return sd.read_config(path / CONFIGS)
+    if not path.is_dir():
+        raise weights.CheckpointError(f"{path}: not a directory (expected a diffusers SD-2.x folder or a checkpoint)")
+    return {c: sd.read_config(path / c / "config.json") for c in sd.COMPONENTS}
+
+
 def load(path: str | Path, components: tuple[str, ...] = sd.COMPONENTS, *, dtype: Any = jnp.float32,
          attention_impl: str = "xla") -> sd.StableDiffusion:
     """Loads an SD-2.x model from our checkpoint or, failing that, from a diffusers folder."""

@@ -153,7 +153,7 @@ def write_pkl(w: OSEDiffWeights, path: str | os.PathLike) -> None:
                   "conv_in.base_layer.bias": np.asarray(w.conv_in["bias"])}
     state_unet.update(_state(w.unet_lora, lora.unet_adapter))
     state_vae = _state(w.vae_lora, lambda m: "default_encoder")
-    tensors = lambda d: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in d.items()}
+    tensors = lambda d: {k: torch.from_numpy(np.array(v, copy=True)) for k, v in d.items()}
     obj = {"vae_lora_encoder_modules": list(w.vae_modules),
            **{k: list(w.unet_modules[a]) for a, k in _LIST_KEYS.items()},
            "rank_unet": int(w.rank_unet), "rank_vae": int(w.rank_vae),
