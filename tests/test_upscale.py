@@ -17,7 +17,7 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache
 from PIL import Image, ImageOps
 
-from osediff_jax import checkpoint, lora, osediff_weights, png16, random_sd, tiling, upscale
+from osediff_jax import checkpoint, convert, lora, osediff_weights, png16, random_sd, tiling, upscale
 
 RNG = np.random.default_rng(0)
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,8 @@ def _random_lora(shapes: dict, modules: list[str], rng: np.random.Generator) -> 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    """sd/ (diffusers), osediff.pkl (the authors' format) and merged/ (the same, merged)."""
+    """sd/ (diffusers) and osediff.pkl (the authors' format); converted: sd-converted/, osediff/, and
+    merged/ (`convert merge`)."""
     root = tmp_path_factory.mktemp("models")
     random_sd.write_random_sd(root / "sd", seed=0)
     model = checkpoint.load(root / "sd")
@@ -63,9 +64,10 @@ def models(tmp_path_factory) -> Path:
         _random_lora(unet, [m for ms in unet_modules.values() for m in ms], rng),
         _random_lora(vae, vae_modules, rng), conv_in, RANK, RANK, unet_modules, vae_modules)
     osediff_weights.write_pkl(w, root / "osediff.pkl")
-    unet, vae = jax.jit(w.merge)(unet, vae)
-    checkpoint.save(root / "merged", {"unet": unet, "vae": vae, "text_encoder": model.params["text_encoder"]},
-                    model.configs, model.tokenizer_dir)
+    for argv in (["merge", "--sd-path", root / "sd", "--osediff", root / "osediff.pkl", "--dst", root / "merged"],
+                 ["sd", "--src", root / "sd", "--dst", root / "sd-converted"],
+                 ["osediff", "--sd-path", root / "sd", "--src", root / "osediff.pkl", "--dst", root / "osediff"]):
+        assert convert.main(list(map(str, argv))) == 0
     return root
 
 
@@ -259,15 +261,14 @@ def test_16bit_in_16bit_out(mix_run, mix):
     np.testing.assert_array_equal(got, want)
 
 
-def test_checkpoint_gives_the_same_pixels(models, mix, mix_run, tmp_path):
+@pytest.mark.parametrize("sources", [["--checkpoint", "merged"],
+                                     ["--sd-path", "sd-converted", "--osediff-ckpt", "osediff"]])
+def test_converted_checkpoints_give_the_same_pixels(models, mix, mix_run, tmp_path, sources):
     _, mix_out, _ = mix_run
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "rgb.png").write_bytes((mix / "rgb.png").read_bytes())
-    run = run_cli(["--checkpoint", str(models / "merged"), "--input", str(src / "rgb.png"),
-                   "--output", str(tmp_path / "out")])
-    assert run.rc == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "rgb.png")),
+    argv = [a if a.startswith("--") else str(models / a) for a in sources]
+    run = run_cli([*argv, "--input", str(mix / "rgb.png"), "--output", str(tmp_path)])
+    assert run.rc == 0, run.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "rgb.png")),
                                   np.asarray(Image.open(mix_out / "rgb.png")))
 
 
