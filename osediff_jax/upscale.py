@@ -32,6 +32,10 @@ USAGE_ERROR = 2
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
+class UpscaleError(ValueError):
+    """An image the network could not upscale; the caller names the file."""
+
+
 @dataclasses.dataclass
 class Network:
     """The jitted upscale function (compiled once per input shape) and what it is applied with."""
@@ -77,6 +81,10 @@ def upscale_image(net: Network, decoded: imageio.Decoded, scale: int, key: jax.A
     """(rgb, alpha) of the output, in the input's bit depth; gray inputs give gray (equal) channels."""
     lq = upsample(decoded.rgb, scale)
     sr = np.asarray(net.fn(net.params, jnp.asarray(lq[None]), net.prompt_embeds, key)[0], np.float32)
+    if not np.isfinite(sr).all():
+        h, w = sr.shape[:2]
+        why = "the adain colour fix needs at least 2 pixels" if h * w == 1 else "try --dtype float32"
+        raise UpscaleError(f"the network's {w}x{h} output is not finite ({why})")
     if decoded.gray:
         sr = np.repeat((sr.astype(np.float64) @ _LUMA)[..., None], 3, axis=-1)
     alpha = None
@@ -158,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         dst = out / f"{path.stem}.png"
         try:
             if dst in written:
-                raise imageio.ImageReadError(f"{path}: its output {dst} is also the output of {written[dst]}; skipped")
+                raise UpscaleError(f"its output {dst} is already written from {written[dst]}")
             decoded = imageio.decode(path)
             key = None if args.posterior == "mean" else jax.random.fold_in(seed_key, i)
             rgb, alpha = upscale_image(net, decoded, args.scale, key)
-        except imageio.ImageReadError as e:
-            failed.append(str(e))
-            tqdm.write(f"skipped: {e}", file=sys.stderr)
+        except (imageio.ImageReadError, UpscaleError) as e:
+            message = str(e) if isinstance(e, imageio.ImageReadError) else f"{path}: {e}"  # the former names the file
+            failed.append(message)
+            tqdm.write(f"skipped: {message}", file=sys.stderr)
             continue
         imageio.write_png(dst, rgb, alpha, gray=decoded.gray)
         written[dst] = path

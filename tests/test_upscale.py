@@ -160,10 +160,14 @@ def mix(tmp_path_factory) -> Path:
     (d / "corrupt.png").write_bytes(buf.getvalue()[:60])
     (d / "empty.png").write_bytes(b"")
     (d / "notes.txt").write_text("not an image: ignored")
+    Image.fromarray(_smooth(8, 8, 3, 255).astype(np.uint8)).save(d / "z.png")
+    (d / "z.webp").write_bytes((d / "lossless.webp").read_bytes())  # same output name as z.png
     return d
 
 
-GOOD = ["c16", "g16", "gray", "lossless", "one", "rgb", "rgba", "rot", "t"]
+GOOD = ["c16.png", "g16.png", "gray.jpg", "lossless.webp", "one.png", "rgb.png", "rgba.png", "rot.jpg", "t.tif",
+        "z.png"]
+FAILED = 3  # corrupt.png, empty.png, z.webp
 
 
 @pytest.fixture(scope="module")
@@ -173,49 +177,50 @@ def mix_run(models, mix, tmp_path_factory):
     return run_cli([*_two_sources(models), "--input", str(mix), "--output", str(out)]), out, before
 
 
+def _out(name: str) -> str:
+    return f"{Path(name).stem}.png"
+
+
 def test_mix_outputs_and_summary(mix_run, mix):
     run, out, before = mix_run
     assert run.rc == 1
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{s}.png" for s in GOOD)  # nothing else, no temp files
-    assert f"upscaled {len(GOOD)} of {len(GOOD) + 2} image(s)" in run.stderr
-    assert "2 failed" in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(map(_out, GOOD))  # nothing else, no temp files
+    assert f"upscaled {len(GOOD)} of {len(GOOD) + FAILED} image(s)" in run.stderr
+    assert f"{FAILED} failed" in run.stderr
     assert f"{mix / 'empty.png'}: empty file" in run.stderr
     assert f"{mix / 'corrupt.png'}: not a readable image" in run.stderr
+    assert f"{mix / 'z.webp'}: its output {out / 'z.png'} is already written from {mix / 'z.png'}" in run.stderr
     assert "notes.txt" not in run.stderr
     assert _hashes(mix) == before  # inputs untouched
 
 
 def test_sizes_are_exactly_scale_times_input(mix_run, mix):
     _, out, _ = mix_run
-    for stem in GOOD:
-        src = next(mix.glob(f"{stem}.*"))
-        shown = ImageOps.exif_transpose(Image.open(src))
-        assert Image.open(out / f"{stem}.png").size == (4 * shown.width, 4 * shown.height), stem
+    for name in GOOD:
+        shown = ImageOps.exif_transpose(Image.open(mix / name))
+        assert Image.open(out / _out(name)).size == (4 * shown.width, 4 * shown.height), name
     assert Image.open(out / "rot.png").size == (32, 20) and Image.open(out / "one.png").size == (4, 4)
 
 
 def test_compiled_once_per_shape(mix_run):
     run, _, _ = mix_run
     assert len(run.network_inputs) == len(GOOD)
-    assert run.traces == 3  # 32x32 (seven images), 20x32, 4x4
+    assert run.traces == 3  # 32x32 (eight images), 20x32, 4x4
 
 
 def test_network_sees_pils_bicubic_of_the_8bit_image(mix_run, mix):
     run, _, _ = mix_run
-    for stem, lq in zip(GOOD, run.network_inputs):
-        if stem in ("c16", "g16"):
-            continue
-        want = _pil_lq(next(mix.glob(f"{stem}.*")))
-        np.testing.assert_array_equal(lq[0], want, err_msg=stem)
+    for name, lq in zip(GOOD, run.network_inputs):
+        if name not in ("c16.png", "g16.png"):
+            np.testing.assert_array_equal(lq[0], _pil_lq(mix / name), err_msg=name)
 
 
 def test_8bit_pixels_match_the_network(mix_run, mix):
     run, out, _ = mix_run
-    for stem in ("rgb", "lossless", "t", "rot", "one"):
-        want = _to8(_net(run, _pil_lq(next(mix.glob(f"{stem}.*")))))
-        got = np.asarray(Image.open(out / f"{stem}.png"))
-        assert Image.open(out / f"{stem}.png").mode == "RGB"
-        np.testing.assert_array_equal(got, want, err_msg=stem)
+    for name in ("rgb.png", "lossless.webp", "t.tif", "rot.jpg", "one.png"):
+        got = Image.open(out / _out(name))
+        assert got.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(got), _to8(_net(run, _pil_lq(mix / name))), err_msg=name)
 
 
 def test_rgba_keeps_alpha_upscaled_separately(mix_run, mix):
@@ -286,6 +291,16 @@ def test_posterior_sample_is_seeded_per_image(models, mix, tmp_path):
         np.testing.assert_array_equal(got, _to8(_net(run, lq, jax.random.fold_in(jax.random.key(7), i))))
     assert np.abs(outs[0].astype(int) - outs[1]).max() > 0  # different keys, different samples
     assert np.abs(outs[0].astype(int) - _to8(_net(run, lq))).max() > 0  # not the posterior mean
+
+
+def test_non_finite_output_is_reported(models, tmp_path):
+    # adain's unbiased variance over a single pixel is undefined: 1x1 at --scale 1 gives NaN.
+    Image.fromarray(np.array([[[200, 30, 90]]], np.uint8)).save(tmp_path / "one.png")
+    run = run_cli([*_two_sources(models), "--input", str(tmp_path / "one.png"), "--output", str(tmp_path / "out"),
+                   "--scale", "1"])
+    assert run.rc == 1
+    assert f"{tmp_path / 'one.png'}: the network's 1x1 output is not finite" in run.stderr
+    assert not (tmp_path / "out" / "one.png").exists()
 
 
 def test_missing_input_and_weights(models, tmp_path, capsys):
