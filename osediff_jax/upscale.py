@@ -129,8 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="VAE latent: posterior mean (deterministic, default) or a sample seeded by --seed")
     p.add_argument("--seed", type=int, default=0, help="seed of --posterior sample; image i (in name order) "
                    "uses fold_in(key(seed), i)")
-    p.add_argument("--tile", type=int, default=96, help="latent tile size (output pixels / 8; default 96)")
-    p.add_argument("--tile-overlap", type=int, default=32, help="latent tile overlap (default 32)")
+    p.add_argument("--tile", type=int, default=96, metavar="N",
+                   help="UNet tile size in latent pixels, 1/8 of output pixels (default 96)")
+    p.add_argument("--tile-overlap", type=int, default=32, metavar="N",
+                   help="overlap of UNet tiles in latent pixels (default 32)")
     args = p.parse_args(argv)
     if bool(args.checkpoint) == bool(args.sd_path or args.osediff_ckpt):
         p.error("give either --checkpoint, or both --sd-path and --osediff-ckpt")
