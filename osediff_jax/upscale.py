@@ -149,12 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     src, out = Path(args.input), Path(args.output)
     problem = _check_paths(src, out)
-    if problem is None and not _inputs(src):
+    files = [] if problem else _inputs(src)
+    if not problem and not files:
         problem = f"{src}: no images ({', '.join(imageio.SUFFIXES)})"
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return USAGE_ERROR
-    files = _inputs(src)
     try:
         net = load_network(args)
     except (weights.CheckpointError, FileNotFoundError, ValueError) as e:

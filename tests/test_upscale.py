@@ -311,6 +311,11 @@ def test_missing_input_and_weights(models, tmp_path, capsys):
     assert upscale.main(["--sd-path", str(models / "sd"), "--osediff-ckpt", str(tmp_path / "missing.pkl"),
                          "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "out")]) == 2
     assert "missing.pkl" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    assert upscale.main([*_two_sources(models), "--input", str(tmp_path / "empty"),
+                         "--output", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'empty'}: no images" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
