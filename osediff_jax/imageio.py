@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from osediff_jax import png16
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
@@ -30,20 +33,49 @@ class Decoded:
         return 16 if self.rgb.dtype == np.uint16 else 8
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path) -> tuple[Image.Image, int]:
+    """The image with its EXIF orientation applied, and that orientation (1 to 8)."""
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
         img = Image.open(path)
         img.load()
+        orientation = int(img.getexif().get(_ORIENTATION, 1))
         # Orientation is part of the image the user sees; the pixel array must follow it.
-        return ImageOps.exif_transpose(img)
+        return ImageOps.exif_transpose(img), orientation
     except ImageReadError:
         raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e})") from None
+
+
+_ORIENTATION = 0x0112
+# EXIF orientation -> the numpy equivalent of the transpose `ImageOps.exif_transpose` applies.
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+           8: lambda a: np.rot90(a, 1)}
+
+
+def orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """HxW[xC] pixels as stored -> as displayed under EXIF `orientation` (as PIL's exif_transpose)."""
+    return np.ascontiguousarray(_ORIENT.get(orientation, lambda x: x)(a))
+
+
+def _png16_colour(path: Path, orientation: int) -> Decoded | None:
+    """A 16-bit PNG with colour or alpha, which PIL would read as 8-bit; None for other files."""
+    with open(path, "rb") as f:
+        head = png16.header(f.read(29))
+    if head is None or head[2] != 16 or head[3] == 0 or head[4] != 0:
+        return None
+    try:
+        a = orient(png16.read(path), orientation)
+    except ValueError as e:
+        raise ImageReadError(f"{path}: not a readable 16-bit PNG ({e})") from None
+    if a.shape[-1] <= 2:  # gray + alpha
+        return Decoded(np.repeat(a[..., :1], 3, axis=-1), a[..., 1].copy(), True)
+    return Decoded(a[..., :3].copy(), a[..., 3].copy() if a.shape[-1] == 4 else None, False)
 
 
 def _as16(a: np.ndarray) -> np.ndarray:
@@ -53,7 +85,10 @@ def _as16(a: np.ndarray) -> np.ndarray:
 def decode(path: str | os.PathLike) -> Decoded:
     """Decodes any PIL-readable image keeping bit depth (8 or 16) and alpha."""
     path = Path(path)
-    img = _open(path)
+    img, orientation = _open(path)
+    colour16 = _png16_colour(path, orientation)
+    if colour16 is not None:
+        return colour16
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         g = _as16(np.asarray(img, dtype=np.int64))
@@ -103,21 +138,24 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None
     if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"{path}: expected HxWx3 uint8 or uint16 pixels, got {rgb.dtype} {rgb.shape}")
     if rgb.dtype == np.uint16:
-        if alpha is not None or not gray:
-            # PIL has no 16-bit RGB(A) PNG writer; 16-bit gray it has.
-            raise ValueError(f"{path}: 16-bit output is supported for grayscale images without alpha")
-        img = Image.fromarray(rgb[..., 0].astype(np.uint16)).convert("I;16")
-    elif gray:
-        img = Image.fromarray(rgb[..., 0], "L") if alpha is None else Image.fromarray(
-            np.stack([rgb[..., 0], alpha], -1), "LA")
+        # PIL has no 16-bit colour PNG writer: png16 writes every 16-bit case.
+        planes = [rgb[..., :1] if gray else rgb] + ([] if alpha is None else [alpha[..., None].astype(np.uint16)])
+        data = png16.encode(np.concatenate(planes, -1))
     else:
-        img = Image.fromarray(rgb, "RGB") if alpha is None else Image.fromarray(
-            np.concatenate([rgb, alpha[..., None]], -1), "RGBA")
+        if gray:
+            img = Image.fromarray(rgb[..., 0], "L") if alpha is None else Image.fromarray(
+                np.stack([rgb[..., 0], alpha], -1), "LA")
+        else:
+            img = Image.fromarray(rgb, "RGB") if alpha is None else Image.fromarray(
+                np.concatenate([rgb, alpha[..., None]], -1), "RGBA")
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data = buf.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,191 @@
+"""Upscale images with OSEDiff: one network step per image, the output exactly `scale` x the input.
+
+  python -m osediff_jax.upscale --sd-path SD21_DIR --osediff-ckpt osediff.pkl --input IMG_OR_DIR --output OUT
+  python -m osediff_jax.upscale --checkpoint MERGED_DIR --input IMG_OR_DIR --output OUT
+
+Each image is upsampled by --scale with PIL bicubic (as the authors' release does on the 8-bit
+image; 16-bit images are upsampled in float), run through the network and written as
+OUT/<stem>.png: 8 or 16 bits as the input, grayscale stays grayscale, alpha is upsampled on its own
+and kept. The prompt is --prompt as given: the authors prepend tags from their DAPE tagger
+("{tags}, {prompt},"), which is not part of this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from osediff_jax import checkpoint, color_fix, generator, imageio, osediff_weights, tiling, tokenizer, weights
+
+USAGE_ERROR = 2
+# ITU-R 601 luma, PIL's convert("L"): the network's RGB output becomes gray with the weights that
+# turned the user's gray image into the RGB the network saw.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+class UpscaleError(ValueError):
+    """An image the network could not upscale; the caller names the file."""
+
+
+@dataclasses.dataclass
+class Network:
+    """The jitted upscale function (compiled once per input shape) and what it is applied with."""
+
+    fn: Callable[..., jax.Array]
+    params: dict[str, Any]
+    prompt_embeds: jax.Array
+
+
+def load_network(args: argparse.Namespace) -> Network:
+    dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
+    if args.checkpoint:
+        model = checkpoint.load(args.checkpoint, dtype=dtype)
+        params = {"unet": model.params["unet"], "vae": model.params["vae"]}
+    else:
+        model = checkpoint.load(args.sd_path, dtype=dtype)
+        w = osediff_weights.load(args.osediff_ckpt, model.params["unet"], model.params["vae"])
+        # Jitted: one compiled program instead of thousands of small eager ops.
+        params = dict(zip(("unet", "vae"), jax.jit(w.merge)(model.params["unet"], model.params["vae"])))
+    ids = tokenizer.tokenize(tokenizer.load_tokenizer(model.tokenizer_dir), [args.prompt])
+    embeds = jax.jit(generator.encode_prompt, static_argnums=0)(model.modules["text_encoder"],
+                                                                 model.params["text_encoder"], ids)
+    fn = tiling.make_upscale_fn(model.modules["unet"], model.modules["vae"], model.alphas_cumprod,
+                                color_fix=args.color_fix, latent_tile=args.tile, latent_overlap=args.tile_overlap)
+    return Network(jax.jit(fn), params, embeds)
+
+
+def upsample(pixels: np.ndarray, scale: int) -> np.ndarray:
+    """HxWxC (C = 1 or 3) uint8/uint16 -> (scale H)x(scale W)xC float32 in [0, 1], PIL bicubic: on
+    the 8-bit image itself as the authors do, in float ('F' mode, per channel) for 16-bit."""
+    h, w, c = pixels.shape
+    size = (w * scale, h * scale)
+    if pixels.dtype == np.uint8:
+        img = Image.fromarray(pixels if c == 3 else pixels[..., 0], "RGB" if c == 3 else "L")
+        return imageio.to_float(np.asarray(img.resize(size, Image.BICUBIC)).reshape(size[1], size[0], c))
+    out = np.stack([np.asarray(Image.fromarray(pixels[..., i].astype(np.float32), "F").resize(size, Image.BICUBIC))
+                    for i in range(c)], -1)
+    return np.clip(out / np.float32(65535.0), 0.0, 1.0)
+
+
+def upscale_image(net: Network, decoded: imageio.Decoded, scale: int, key: jax.Array | None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rgb, alpha) of the output, in the input's bit depth; gray inputs give gray (equal) channels."""
+    lq = upsample(decoded.rgb, scale)
+    sr = np.asarray(net.fn(net.params, jnp.asarray(lq[None]), net.prompt_embeds, key)[0], np.float32)
+    if not np.isfinite(sr).all():
+        h, w = sr.shape[:2]
+        why = "the adain colour fix needs at least 2 pixels" if h * w == 1 else "try --dtype float32"
+        raise UpscaleError(f"the network's {w}x{h} output is not finite ({why})")
+    if decoded.gray:
+        sr = np.repeat((sr.astype(np.float64) @ _LUMA)[..., None], 3, axis=-1)
+    alpha = None
+    if decoded.alpha is not None:
+        alpha = imageio.from_float(upsample(decoded.alpha[..., None], scale)[..., 0], decoded.bits)
+    return imageio.from_float(sr, decoded.bits), alpha
+
+
+def _inputs(src: Path) -> list[Path]:
+    return imageio.list_images(src) if src.is_dir() else [src]
+
+
+def _check_paths(src: Path, out: Path) -> str | None:
+    """Why the command must not run on these paths, or None."""
+    if not src.exists():
+        return f"{src}: no such file or directory"
+    folder = src if src.is_dir() else src.parent
+    if out.exists() and not out.is_dir():
+        return f"{out}: exists and is not a directory"
+    if out.resolve() == folder.resolve():
+        return f"--output {out} is the input folder; choose another folder so that no input can be overwritten"
+    return None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m osediff_jax.upscale", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("model: --sd-path with --osediff-ckpt, or --checkpoint")
+    src.add_argument("--sd-path", help="SD-2.1-base: a diffusers folder or our converted SD checkpoint")
+    src.add_argument("--osediff-ckpt", help="the authors' osediff.pkl, or a folder converted by `convert osediff`")
+    src.add_argument("--checkpoint", help="a merged inference checkpoint (`convert merge`) instead of the two above")
+    p.add_argument("--input", required=True, help="an image file, or a folder of PNG/JPEG/WebP/TIFF/BMP images")
+    p.add_argument("--output", required=True, help="output folder (not the input folder); gets <stem>.png")
+    p.add_argument("--prompt", default="", help="text prompt, used as given (default: empty). The authors "
+                   "prepend DAPE tags of the image; that tagger is not included here")
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor, a positive integer (default 4; "
+                   "1 for the face model)")
+    p.add_argument("--color-fix", choices=color_fix.METHODS, default="adain", help="default: adain")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="compute dtype of the networks (weights stay as stored)")
+    p.add_argument("--posterior", choices=("mean", "sample"), default="mean",
+                   help="VAE latent: posterior mean (deterministic, default) or a sample seeded by --seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of --posterior sample; image i (in name order) "
+                   "uses fold_in(key(seed), i)")
+    p.add_argument("--tile", type=int, default=96, metavar="N",
+                   help="UNet tile size in latent pixels, 1/8 of output pixels (default 96)")
+    p.add_argument("--tile-overlap", type=int, default=32, metavar="N",
+                   help="overlap of UNet tiles in latent pixels (default 32)")
+    args = p.parse_args(argv)
+    if bool(args.checkpoint) == bool(args.sd_path or args.osediff_ckpt):
+        p.error("give either --checkpoint, or both --sd-path and --osediff-ckpt")
+    if not args.checkpoint and not (args.sd_path and args.osediff_ckpt):
+        p.error("--sd-path and --osediff-ckpt go together")
+    if args.scale < 1:
+        p.error(f"--scale must be a positive integer, got {args.scale}")
+    if args.tile < 1 or not 0 <= args.tile_overlap < args.tile:
+        p.error(f"expected --tile >= 1 and 0 <= --tile-overlap < --tile, got {args.tile} and {args.tile_overlap}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    src, out = Path(args.input), Path(args.output)
+    problem = _check_paths(src, out)
+    files = [] if problem else _inputs(src)
+    if not problem and not files:
+        problem = f"{src}: no images ({', '.join(imageio.SUFFIXES)})"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        net = load_network(args)
+    except (weights.CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+
+    failed: list[str] = []
+    written: dict[Path, Path] = {}
+    seed_key = jax.random.key(args.seed)
+    for i, path in enumerate(tqdm(files, desc="upscale", unit="img", disable=len(files) < 2)):
+        dst = out / f"{path.stem}.png"
+        try:
+            if dst in written:
+                raise UpscaleError(f"its output {dst} is already written from {written[dst]}")
+            decoded = imageio.decode(path)
+            key = None if args.posterior == "mean" else jax.random.fold_in(seed_key, i)
+            rgb, alpha = upscale_image(net, decoded, args.scale, key)
+        except (imageio.ImageReadError, UpscaleError) as e:
+            message = str(e) if isinstance(e, imageio.ImageReadError) else f"{path}: {e}"  # the former names the file
+            failed.append(message)
+            tqdm.write(f"skipped: {message}", file=sys.stderr)
+            continue
+        imageio.write_png(dst, rgb, alpha, gray=decoded.gray)
+        written[dst] = path
+
+    print(f"upscaled {len(written)} of {len(files)} image(s) into {out}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} failed:", *(f"  {m}" for m in failed), sep="\n", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
