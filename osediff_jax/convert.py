@@ -51,7 +51,9 @@ def merge(args: argparse.Namespace) -> None:
     w = osediff_weights.load(args.osediff, *base_shapes(args.sd_path))
     params = dict(model.params)
     params["unet"], params["vae"] = jax.jit(w.merge)(params["unet"], params["vae"])
-    checkpoint.save(args.dst, params, model.configs, model.tokenizer_dir)
+    # Marks the UNet and VAE as OSEDiff's (LoRA merged), so that a plain SD checkpoint is not taken for one.
+    configs = {**model.configs, "osediff": {"merged": True, "rank_unet": w.rank_unet, "rank_vae": w.rank_vae}}
+    checkpoint.save(args.dst, params, configs, model.tokenizer_dir)
 
 
 COMMANDS = {

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
 from osediff_jax.weights import path_to_torch_key, torch_key_to_path
@@ -84,18 +85,21 @@ def vae_target_list(vae_shapes: Any) -> list[str]:
 def init(key: jax.Array, base_shapes: Any, modules: Iterable[str], rank: int) -> dict:
     """peft's "gaussian" init: A ~ N(0, (1/r)^2), B = 0, for the named (torch-style) modules."""
     flat = traverse_util.flatten_dict(base_shapes)
-    out = {}
-    for i, name in enumerate(sorted(set(modules), key=diffusers_order)):
+    a_shapes = {}
+    for name in sorted(set(modules), key=diffusers_order):
         path = torch_key_to_path(name)
         kernel = flat.get(path + ("kernel",))
         if kernel is None:
             raise KeyError(f"LoRA target {name!r} is not a Dense or Conv module of the model")
-        k_in, k_out = kernel.shape[:-1], kernel.shape[-1]
-        a_shape = (*k_in, rank)
-        b_shape = (rank, k_out) if len(kernel.shape) == 2 else (1, 1, rank, k_out)
-        a = jax.random.normal(jax.random.fold_in(key, i), a_shape, jnp.float32) / rank
-        out[path + ("lora_A", "kernel")] = a
-        out[path + ("lora_B", "kernel")] = jnp.zeros(b_shape, jnp.float32)
+        a_shapes[path] = (tuple(kernel.shape[:-1]) + (rank,), kernel.shape[-1], len(kernel.shape))
+    # One draw for all A matrices: per-shape draws would compile one program per shape.
+    sizes = [int(np.prod(a)) for a, _, _ in a_shapes.values()]
+    draws = np.asarray(jax.random.normal(key, (sum(sizes),), jnp.float32)) / rank
+    out, offset = {}, 0
+    for (path, (a_shape, k_out, ndim)), size in zip(a_shapes.items(), sizes):
+        out[path + ("lora_A", "kernel")] = draws[offset:offset + size].reshape(a_shape)
+        out[path + ("lora_B", "kernel")] = np.zeros((rank, k_out) if ndim == 2 else (1, 1, rank, k_out), np.float32)
+        offset += size
     return traverse_util.unflatten_dict(out)
 
 

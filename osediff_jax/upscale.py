@@ -49,6 +49,10 @@ def load_network(args: argparse.Namespace) -> Network:
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     if args.checkpoint:
         model = checkpoint.load(args.checkpoint, dtype=dtype)
+        if "osediff" not in model.configs:
+            raise weights.CheckpointError(
+                f"{args.checkpoint}: an SD checkpoint without OSEDiff weights; make a merged one with "
+                f"`python -m osediff_jax.convert merge`, or give --sd-path and --osediff-ckpt")
         params = {"unet": model.params["unet"], "vae": model.params["vae"]}
     else:
         model = checkpoint.load(args.sd_path, dtype=dtype)

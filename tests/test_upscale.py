@@ -41,8 +41,8 @@ def compile_once(tmp_path_factory):
 
 
 def _random_lora(shapes: dict, modules: list[str], rng: np.random.Generator) -> dict:
-    """A LoRA tree as if trained: `lora.init`'s layout (traced, not run), A and B both random."""
-    tree = jax.eval_shape(lambda k: lora.init(k, shapes, modules, RANK), jax.random.key(0))
+    """A LoRA tree as if trained: `lora.init`'s layout, A and B both random."""
+    tree = lora.init(jax.random.key(0), shapes, modules, RANK)
     return jax.tree_util.tree_map_with_path(
         lambda path, s: ((0.25 if path[-2].key == "lora_A" else 0.05) * rng.standard_normal(s.shape)).astype(np.float32),
         tree)
@@ -275,6 +275,13 @@ def test_converted_checkpoints_give_the_same_pixels(models, mix, mix_run, tmp_pa
     assert run.rc == 0, run.stderr
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "rgb.png")),
                                   np.asarray(Image.open(mix_out / "rgb.png")))
+
+
+def test_plain_sd_checkpoint_is_not_taken_for_osediff(models, mix, tmp_path):
+    run = run_cli(["--checkpoint", str(models / "sd-converted"), "--input", str(mix / "rgb.png"),
+                   "--output", str(tmp_path / "out")])
+    assert run.rc == 2 and "without OSEDiff weights" in run.stderr and str(models / "sd-converted") in run.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_posterior_sample_is_seeded_per_image(models, mix, tmp_path):
