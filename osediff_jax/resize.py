@@ -1,4 +1,5 @@
-"""Resizing with PyTorch `F.interpolate` semantics (align_corners=False, no antialiasing).
+"""Resizing with each reference's exact semantics: PyTorch `F.interpolate` (align_corners=False,
+no antialiasing) for the degradation, and PIL's BICUBIC (`pil_bicubic`) for the generator's input.
 
 Every mode is a pair of interpolation matrices (rows, columns), so sizes may be traced values:
 the degradation pipeline resizes between fixed canvases whose valid sizes are drawn on device,
@@ -16,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MODES = ("area", "bilinear", "bicubic")
 _CUBIC_A = -0.75
@@ -143,3 +145,33 @@ def _interpolate_static(x, out_hw, mode, ratio):
     rows = resize_matrix(h, out_hw[0], mode, ratio, in_canvas=h, out_canvas=out_hw[0])
     cols = resize_matrix(w, out_hw[1], mode, ratio, in_canvas=w, out_canvas=out_hw[1])
     return apply_resize(x, rows, cols)
+
+
+def _pil_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    x = np.abs(x)
+    return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                    np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+
+
+def pil_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] float64 weights of PIL's BICUBIC along one axis: A = -0.5, support widened by
+    the scale when shrinking (antialiasing), taps cut at the border and renormalised."""
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        center = (i + 0.5) * scale
+        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
+        w = _pil_cubic((np.arange(lo, hi) - center + 0.5) / filterscale)
+        m[i, lo:hi] = w / w.sum()
+    return m
+
+
+def pil_bicubic(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Jittable PIL BICUBIC resize of float images [..., H, W, C] to `size` = (height, width), as
+    PIL's float ('F') mode computes it; the 8-bit path of the upscale command uses PIL itself."""
+    rows = jnp.asarray(pil_bicubic_matrix(x.shape[-3], size[0]), jnp.float32)
+    cols = jnp.asarray(pil_bicubic_matrix(x.shape[-2], size[1]), jnp.float32)
+    y = jnp.einsum("wj,...ijc->...iwc", cols, x.astype(jnp.float32), precision=_HIGHEST)
+    return jnp.einsum("hi,...iwc->...hwc", rows, y, precision=_HIGHEST)

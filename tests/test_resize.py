@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from degradation_ref import photos
+from PIL import Image
+
+from osediff_jax import resize
 from osediff_jax.resize import MODES, apply_resize, interpolate, resize_matrix, scaled_size
 
 
@@ -80,3 +83,14 @@ def test_bad_arguments_raise():
         interpolate(x, size=(4, 4), scale_factor=0.5)
     with pytest.raises(ValueError, match="resize mode"):
         interpolate(x, size=(4, 4), mode="nearest")
+
+
+@pytest.mark.parametrize("hw,out", [((17, 23), (68, 92)), ((32, 32), (128, 128)), ((50, 40), (23, 61)),
+                                    ((1, 1), (4, 4)), ((3, 5), (12, 20))])
+def test_pil_bicubic_matches_pil_float_mode(hw, out):
+    x = np.random.default_rng(0).uniform(0, 1, (*hw, 2)).astype(np.float32)
+    want = np.stack([np.asarray(Image.fromarray(x[..., c], "F").resize(out[::-1], Image.BICUBIC)) for c in range(2)], -1)
+    got = np.asarray(jax.jit(resize.pil_bicubic, static_argnums=1)(x, out))
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-5  # the bound is 1/255
+
