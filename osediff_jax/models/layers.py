@@ -6,7 +6,7 @@ Submodule names mirror diffusers' state-dict keys with list indices joined by "_
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -16,6 +16,17 @@ import numpy as np
 from osediff_jax.attention import dot_product_attention
 
 Dtype = Any
+
+
+def check_config(config: Mapping[str, Any], spec: Mapping[str, Any], source: str, model: str) -> None:
+    """Every key known to `spec` (None: any value, else the tuple of supported values); `_keys` skipped."""
+    for key, value in config.items():
+        if key.startswith("_"):
+            continue
+        if key not in spec:
+            raise ValueError(f"{source}: key {key!r} is not supported by this {model}")
+        if spec[key] is not None and value not in spec[key]:
+            raise ValueError(f"{source}: {key}={value!r} is not supported; expected one of {spec[key]}")
 
 
 def conv(features: int, kernel: int, name: str, dtype: Dtype, param_dtype: Dtype, stride: int = 1,

@@ -9,7 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from osediff_jax.models.layers import Attention, Downsample2D, ResnetBlock2D, Upsample2D, conv, group_norm
+from osediff_jax.models.layers import (Attention, Downsample2D, ResnetBlock2D, Upsample2D, check_config, conv,
+                                       group_norm)
 
 Dtype = Any
 
@@ -300,13 +301,7 @@ def _per_level(value: Any, n: int, key: str, source: str) -> list[int]:
 def unet_from_config(config: Mapping[str, Any], *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
                      attention_impl: str = "xla", source: str = "unet config") -> UNet2DConditionModel:
     """Builds the module from a diffusers `unet/config.json` dict; unsupported values are errors."""
-    for key, value in config.items():
-        if key.startswith("_"):
-            continue
-        if key not in _CONFIG:
-            raise ValueError(f"{source}: key {key!r} is not supported by this UNet")
-        if _CONFIG[key] is not None and value not in _CONFIG[key]:
-            raise ValueError(f"{source}: {key}={value!r} is not supported; expected one of {_CONFIG[key]}")
+    check_config(config, _CONFIG, source, "UNet")
     for key, allowed in _BLOCKS.items():
         for block in config.get(key, ()):
             if block not in allowed:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from osediff_jax.attention import dot_product_attention
-from osediff_jax.models.layers import Downsample2D, ResnetBlock2D, Upsample2D, conv, group_norm
+from osediff_jax.models.layers import Downsample2D, ResnetBlock2D, Upsample2D, check_config, conv, group_norm
 
 Dtype = Any
 SCALING_FACTOR = 0.18215  # SD-2.x; the config has no scaling_factor key
@@ -65,46 +65,32 @@ class Encoder(nn.Module):
         chans = list(self.block_out_channels)
         x = conv(chans[0], 3, "conv_in", d, p)(x.astype(d))
         for i, c in enumerate(chans):
-            x = _EncoderBlock(c, self.layers_per_block, g, i < len(chans) - 1, name=f"down_blocks_{i}", dtype=d,
-                              param_dtype=p)(x)
+            x = _ResnetStack(c, self.layers_per_block, g, "down" if i < len(chans) - 1 else None,
+                             name=f"down_blocks_{i}", dtype=d, param_dtype=p)(x)
         x = VAEMidBlock(chans[-1], g, self.attention_impl, name="mid_block", dtype=d, param_dtype=p)(x)
         x = nn.silu(group_norm(g, 1e-6, "conv_norm_out", d, p)(x))
         return conv(2 * self.latent_channels, 3, "conv_out", d, p)(x)
 
 
-class _EncoderBlock(nn.Module):
+class _ResnetStack(nn.Module):
+    """DownEncoderBlock2D (resample="down") or UpDecoderBlock2D (resample="up"): resnets, then a sampler."""
+
     channels: int
     layers: int
     groups: int
-    downsample: bool
+    resample: str | None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for j in range(self.layers):
-            x = ResnetBlock2D(self.channels, self.groups, 1e-6, name=f"resnets_{j}", dtype=self.dtype,
-                              param_dtype=self.param_dtype)(x)
-        if self.downsample:
-            x = Downsample2D(self.channels, 0, name="downsamplers_0", dtype=self.dtype, param_dtype=self.param_dtype)(x)
-        return x
-
-
-class _DecoderBlock(nn.Module):
-    channels: int
-    layers: int
-    groups: int
-    upsample: bool
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for j in range(self.layers):
-            x = ResnetBlock2D(self.channels, self.groups, 1e-6, name=f"resnets_{j}", dtype=self.dtype,
-                              param_dtype=self.param_dtype)(x)
-        if self.upsample:
-            x = Upsample2D(self.channels, name="upsamplers_0", dtype=self.dtype, param_dtype=self.param_dtype)(x)
+            x = ResnetBlock2D(self.channels, self.groups, 1e-6, name=f"resnets_{j}", **kw)(x)
+        if self.resample == "down":
+            x = Downsample2D(self.channels, 0, name="downsamplers_0", **kw)(x)
+        elif self.resample == "up":
+            x = Upsample2D(self.channels, name="upsamplers_0", **kw)(x)
         return x
 
 
@@ -124,8 +110,8 @@ class Decoder(nn.Module):
         x = conv(chans[0], 3, "conv_in", d, p)(z.astype(d))
         x = VAEMidBlock(chans[0], g, self.attention_impl, name="mid_block", dtype=d, param_dtype=p)(x)
         for i, c in enumerate(chans):
-            x = _DecoderBlock(c, self.layers_per_block + 1, g, i < len(chans) - 1, name=f"up_blocks_{i}",
-                              dtype=d, param_dtype=p)(x)
+            x = _ResnetStack(c, self.layers_per_block + 1, g, "up" if i < len(chans) - 1 else None,
+                             name=f"up_blocks_{i}", dtype=d, param_dtype=p)(x)
         x = nn.silu(group_norm(g, 1e-6, "conv_norm_out", d, p)(x))
         return conv(self.out_channels, 3, "conv_out", d, p)(x)
 
@@ -181,13 +167,7 @@ _CONFIG = {
 def vae_from_config(config: Mapping[str, Any], *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
                     attention_impl: str = "xla", source: str = "vae config") -> AutoencoderKL:
     """Builds the module from a diffusers `vae/config.json` dict; unsupported values are errors."""
-    for key, value in config.items():
-        if key.startswith("_"):
-            continue
-        if key not in _CONFIG:
-            raise ValueError(f"{source}: key {key!r} is not supported by this VAE")
-        if _CONFIG[key] is not None and value not in _CONFIG[key]:
-            raise ValueError(f"{source}: {key}={value!r} is not supported; expected one of {_CONFIG[key]}")
+    check_config(config, _CONFIG, source, "VAE")
     chans = tuple(int(c) for c in config.get("block_out_channels", (64,)))
     for key, block in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
         blocks = config.get(key, (block,) * len(chans))
