@@ -88,6 +88,8 @@ def random_fid_inception(path) -> None:
             mock.patch.object(torch.nn.Module, "load_state_dict", lambda self, sd, **k: None):
         net = pfi.fid_inception_v3()
     for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):  # variance-preserving, so that 2048-d features stay O(1)
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)

@@ -85,10 +85,12 @@ def _features(b: np.ndarray) -> np.ndarray:
 
 
 def niqe_gray(gray: np.ndarray) -> float:
-    """NIQE of an HxW float64 luma image in [0, 255] (at least 96x96)."""
+    """NIQE of an HxW float64 luma image in [0, 255] holding at least two 96x96 blocks."""
     h, w = gray.shape
-    if h < BLOCK or w < BLOCK:
-        raise ValueError(f"NIQE needs an image of at least {BLOCK}x{BLOCK} pixels, got {h}x{w}")
+    if (h // BLOCK) * (w // BLOCK) < 2:
+        # One block gives no covariance (the reference returns NaN).
+        raise ValueError(f"NIQE needs at least two {BLOCK}x{BLOCK} blocks (e.g. {BLOCK}x{2 * BLOCK} pixels), "
+                         f"got {w}x{h} (width x height)")
     img = gray[:h // BLOCK * BLOCK, :w // BLOCK * BLOCK]
     scales = []
     for scale in (1, 2):
