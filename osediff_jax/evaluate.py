@@ -81,27 +81,22 @@ class Metrics:
             from osediff_jax.metrics import psnr_ssim
             self.fns.update({m: getattr(psnr_ssim, m) for m in ("psnr", "ssim") if m in metrics})
         if "lpips" in metrics:
-            import jax
-            from osediff_jax.metrics.lpips import LPIPS, lpips_params
-            params = {"params": lpips_params("alex", weights_dir)}
-            apply = jax.jit(LPIPS("alex").apply)
-            self.fns["lpips"] = lambda p, g: float(apply(params, _unit(p)[None] * 2 - 1, _unit(g)[None] * 2 - 1)[0])
+            from osediff_jax.metrics.lpips import lpips_distance, lpips_params
+            params_l = lpips_params("alex", weights_dir)
+            self.fns["lpips"] = lambda p, g: float(lpips_distance(params_l, _unit(p)[None] * 2 - 1,
+                                                                   _unit(g)[None] * 2 - 1)[0])
         if "dists" in metrics:
-            import jax
-            from osediff_jax.metrics.dists import DISTS, dists_params
-            params_d = {"params": dists_params(weights_dir)}
-            apply_d = jax.jit(DISTS().apply)
-            self.fns["dists"] = lambda p, g: float(apply_d(params_d, _unit(p)[None], _unit(g)[None])[0])
+            from osediff_jax.metrics.dists import dists_distance, dists_params
+            params_d = dists_params(weights_dir)
+            self.fns["dists"] = lambda p, g: float(dists_distance(params_d, _unit(p)[None], _unit(g)[None])[0])
         if "niqe" in metrics:
             from osediff_jax.metrics.niqe import niqe
             self.fns["niqe"] = lambda p, g: niqe(p)
         self.features: Callable[[np.ndarray], np.ndarray] | None = None
         if "fid" in metrics:
-            import jax
-            from osediff_jax.metrics.fid import InceptionV3FID, inception_params, preprocess
-            params_f = {"params": inception_params(weights_dir)}
-            apply_f = jax.jit(InceptionV3FID().apply)
-            self.features = lambda imgs: np.asarray(apply_f(params_f, np.stack([preprocess(i) for i in imgs])))
+            from osediff_jax.metrics.fid import inception_features, inception_params, preprocess
+            params_f = inception_params(weights_dir)
+            self.features = lambda imgs: np.asarray(inception_features(params_f, np.stack([preprocess(i) for i in imgs])))
 
 
 def _unit(img: np.ndarray) -> np.ndarray:

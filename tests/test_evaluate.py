@@ -5,7 +5,6 @@ import json
 import shutil
 import sys
 
-import jax
 import numpy as np
 import pytest
 import torch
@@ -13,9 +12,9 @@ import torchvision
 
 from osediff_jax import evaluate as ev
 from osediff_jax.imageio import read_rgb, write_png
-from osediff_jax.metrics.dists import DISTS, dists_params
-from osediff_jax.metrics.fid import InceptionV3FID, fid_from_features, inception_params, preprocess
-from osediff_jax.metrics.lpips import LPIPS, lpips_params
+from osediff_jax.metrics.dists import dists_distance, dists_params
+from osediff_jax.metrics.fid import fid_from_features, inception_features, inception_params, preprocess
+from osediff_jax.metrics.lpips import lpips_distance, lpips_params
 from osediff_jax.metrics.niqe import niqe
 from osediff_jax.metrics.psnr_ssim import psnr, ssim
 from test_metrics_nets import random_fid_inception
@@ -38,15 +37,24 @@ def weights_dir(tmp_path_factory):
     import lpips
     d = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), d / "alexnet-owt-7be5be79.pth")
-    torch.save(torchvision.models.vgg16(weights=None).state_dict(), d / "vgg16-397923af.pth")
+    # The backbones' `features` only: the classifier weights (most of the real files) are never read.
+    for name, net in (("alexnet-owt-7be5be79.pth", torchvision.models.alexnet), ("vgg16-397923af.pth", torchvision.models.vgg16)):
+        torch.save({k: v for k, v in net(weights=None).state_dict().items() if k.startswith("features.")}, d / name)
     shutil.copy(f"{lpips.__path__[0]}/weights/v0.1/alex.pth", d / "lpips_alex.pth")
     shutil.copy(f"{sys.prefix}/weights.pt", d / "dists_weights.pt")
     random_fid_inception(d / "pt_inception-2015-12-05-6726825d.pth")
     return d
 
 
-def test_cli_all_metrics_json_and_table(tmp_path, weights_dir, capsys):
+def test_cli_all_metrics_json_and_table(tmp_path, weights_dir, capsys, monkeypatch):
+    from osediff_jax.metrics import fid
+    seen = {}
+
+    def spy(f1, f2):  # sqrtm of 2048x2048 takes tens of seconds here: run it once
+        seen.update(pred=f1, gt=f2, value=fid_from_features(f1, f2))
+        return seen["value"]
+
+    monkeypatch.setattr(fid, "fid_from_features", spy)
     pred_dir, gt_dir = make_pairs(tmp_path)
     out = tmp_path / "res" / "metrics.json"
     rc = ev.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "niqe,fid,psnr,dists,ssim,lpips",
@@ -60,20 +68,19 @@ def test_cli_all_metrics_json_and_table(tmp_path, weights_dir, capsys):
     p, g = read_rgb(pred_dir / "img1.png"), read_rgb(gt_dir / "img1.png")
     x, y = p[None].astype(np.float32) / 255, g[None].astype(np.float32) / 255
     want = {"psnr": psnr(p, g), "ssim": ssim(p, g), "niqe": niqe(p),
-            "lpips": float(LPIPS("alex").apply({"params": lpips_params("alex", weights_dir)}, x * 2 - 1, y * 2 - 1)[0]),
-            "dists": float(DISTS().apply({"params": dists_params(weights_dir)}, x, y)[0])}
+            "lpips": float(lpips_distance(lpips_params("alex", weights_dir), x * 2 - 1, y * 2 - 1)[0]),
+            "dists": float(dists_distance(dists_params(weights_dir), x, y)[0])}
     for k, v in want.items():
-        # float32 networks: jitted (CLI) and eager results differ in the last bits.
         assert res["per_image"]["img1"][k] == pytest.approx(v, rel=1e-6, abs=1e-6), k
         assert res["mean"][k] == pytest.approx(np.mean([r[k] for r in res["per_image"].values()]), rel=1e-12)
     names = sorted(res["per_image"])
     imgs = [(read_rgb(pred_dir / f"{n}.png"), read_rgb(gt_dir / f"{n}.png")) for n in names]
-    apply = InceptionV3FID().apply
-    params = {"params": inception_params(weights_dir)}
-    fp = np.asarray(apply(params, np.stack([preprocess(a) for a, _ in imgs])))
-    fg = np.asarray(apply(params, np.stack([preprocess(b) for _, b in imgs])))
-    assert res["mean"]["fid"] > 1.0
-    assert res["mean"]["fid"] == pytest.approx(fid_from_features(fp, fg), rel=1e-4)
+    params = inception_params(weights_dir)
+    f = np.stack([np.asarray(inception_features(params, np.stack([preprocess(a), preprocess(b)]))) for a, b in imgs])
+    fp, fg = f[:, 0], f[:, 1]
+    np.testing.assert_allclose(seen["pred"], fp, rtol=1e-5, atol=1e-5 * np.abs(fp).max())
+    np.testing.assert_allclose(seen["gt"], fg, rtol=1e-5, atol=1e-5 * np.abs(fg).max())
+    assert res["mean"]["fid"] == seen["value"] > 1.0
     table = capsys.readouterr().out
     assert table.index("PSNR") < table.index("SSIM") < table.index("LPIPS") < table.index("DISTS") < table.index("NIQE")
     assert "FID" in table.splitlines()[-1] and table.count("img") == 3

@@ -51,6 +51,12 @@ class DISTS(nn.Module):
         return 1 - (dist1 + dist2)
 
 
+@jax.jit
+def dists_distance(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Jitted DISTS of NHWC batches in [0, 1] -> [N]."""
+    return DISTS().apply({"params": params}, x, y)
+
+
 def dists_params(weights_dir: str | os.PathLike | None) -> dict:
     """Flax params of DISTS from the weights folder."""
     x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)

@@ -136,6 +136,12 @@ class InceptionV3FID(nn.Module):
         return x.mean(axis=(1, 2))
 
 
+@jax.jit
+def inception_features(params: dict, x: jax.Array) -> jax.Array:
+    """Jitted 2048-d FID features of preprocessed NHWC batches -> [N, 2048]."""
+    return InceptionV3FID().apply({"params": params}, x)
+
+
 def _torch_key(names: tuple[str, ...]) -> str:
     """('Mixed_5b_branch1x1', 'conv', 'kernel') -> 'Mixed_5b.branch1x1.conv.weight'."""
     block, leaf = names[0], names[-1]

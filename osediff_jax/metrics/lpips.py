@@ -7,6 +7,7 @@ fresh machine: it says so on stderr, and its values are not LPIPS."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -47,6 +48,12 @@ class LPIPS(nn.Module):
         return total
 
 
+@functools.partial(jax.jit, static_argnames="net")
+def lpips_distance(params: dict, x: jax.Array, y: jax.Array, net: str = "alex") -> jax.Array:
+    """Jitted LPIPS-`net` of NHWC batches in [-1, 1] -> [N]."""
+    return LPIPS(net).apply({"params": params}, x, y)
+
+
 def _template(net: str) -> dict:
     x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
     return jax.eval_shape(LPIPS(net).init, jax.random.key(0), x, x)["params"]
@@ -65,8 +72,13 @@ def lpips_params(net: str, weights_dir: str | os.PathLike | None, random_backbon
     drawn at random too. The result is a deterministic perceptual-style loss, not LPIPS."""
     template = _template(net)
     if random_backbone:
-        x = jnp.zeros((1, 64, 64, 3), jnp.float32)
-        params = jax.device_get(LPIPS(net).init(jax.random.key(seed), x, x)["params"])
+        # Flax's default Conv initialisation (LeCun normal kernels, zero biases), drawn directly
+        # from the parameter shapes so no forward pass is needed.
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+        keys = jax.random.split(jax.random.key(seed), len(leaves))
+        params = jax.tree_util.tree_unflatten(treedef, [
+            np.asarray(nn.initializers.lecun_normal()(k, t.shape, jnp.float32)) if p[-1].key == "kernel"
+            else np.zeros(t.shape, np.float32) for k, (p, t) in zip(keys, leaves)])
         what = "random backbone"
         try:
             lin_path = weight_path(weights_dir, LIN_FILES[net])

@@ -45,8 +45,8 @@ def weight_path(weights_dir: str | os.PathLike | None, name: str) -> Path:
     return path
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A torch checkpoint's tensors as float32 NumPy arrays (keys as stored)."""
+def load_state_dict(path: str | os.PathLike) -> dict:
+    """A torch checkpoint's tensors (keys as stored); `fill_params` converts those it uses."""
     try:
         import torch
     except ImportError:
@@ -57,10 +57,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
     if not isinstance(sd, dict):
         raise ValueError(f"{path}: expected a dict of tensors, got {type(sd).__name__}")
-    return {k: v.detach().float().numpy() for k, v in sd.items() if hasattr(v, "detach")}
+    return {k: v for k, v in sd.items() if hasattr(v, "detach")}
 
 
-def fill_params(template, key_of, sd: dict[str, np.ndarray], path: str | os.PathLike) -> dict:
+def fill_params(template, key_of, sd: dict, path: str | os.PathLike) -> dict:
     """A Flax param tree shaped like `template` (a pytree of arrays or ShapeDtypeStructs), each
     leaf taken from `sd[key_of(path_tuple)]`; 4-D conv kernels are transposed OIHW -> HWIO and
     vectors stored with singleton axes (DISTS' alpha [1, C, 1, 1]) are flattened."""
@@ -71,6 +71,7 @@ def fill_params(template, key_of, sd: dict[str, np.ndarray], path: str | os.Path
         w = sd.get(key_of(names))
         if w is None:
             raise ValueError(f"{path}: key '{key_of(names)}' missing")
+        w = w.detach().float().numpy()
         if w.ndim == 4 and names[-1] == "kernel":
             w = w.transpose(2, 3, 1, 0)
         w = w.reshape(t.shape) if w.size == int(np.prod(t.shape)) and w.ndim != len(t.shape) else w
