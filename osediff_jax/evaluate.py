@@ -113,11 +113,15 @@ def evaluate(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, metrics: li
     problems: list[str] = []
     feats_pred, feats_gt = [], []
     for stem, pp, gp in tqdm(pairs, desc="evaluating", unit="img", disable=not progress):
-        try:
-            pred, gt = read_rgb(pp), read_rgb(gp)
-        except ImageReadError as e:
-            problems.append(str(e))
+        decoded = []
+        for path in (pp, gp):
+            try:
+                decoded.append(read_rgb(path))
+            except ImageReadError as e:
+                problems.append(str(e))
+        if len(decoded) < 2:
             continue
+        pred, gt = decoded
         if pred.shape != gt.shape and FULL_REFERENCE & set(metrics):
             problems.append(f"{pp} is {pred.shape[1]}x{pred.shape[0]} but {gp} is {gt.shape[1]}x{gt.shape[0]} "
                             f"(width x height): {', '.join(sorted(FULL_REFERENCE & set(metrics)))} need equal sizes")
@@ -180,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default=None, help="folder with the LPIPS/DISTS/FID weight files")
     ap.add_argument("--json", default=None, help="write per-image values and means to this JSON file")
     args = ap.parse_args(argv)
-    from osediff_jax.metrics.weights import MissingWeightsError
     try:
         metrics = parse_metrics(args.metrics)
         result = evaluate(args.pred, args.gt, metrics, args.weights)
-    except (EvaluationError, ImageReadError, MissingWeightsError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        # Bad inputs, missing or unreadable weight files: one message naming the file.
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(result, metrics))

@@ -144,6 +144,12 @@ def test_missing_weights_name_file_and_origin(tmp_path):
         lpips_params("alex", tmp_path)
 
 
+def test_corrupt_weight_file_is_named(tmp_path):
+    (tmp_path / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"pt_inception-2015-12-05-6726825d\.pth: not a readable PyTorch checkpoint"):
+        inception_params(tmp_path)
+
+
 def test_lpips_vgg_random_backbone_needs_no_files(images, capsys):
     params = lpips_params("vgg", None, random_backbone=True, seed=0)
     assert "random backbone and random linear layers" in capsys.readouterr().err
