@@ -82,12 +82,12 @@ class Metrics:
             self.fns.update({m: getattr(psnr_ssim, m) for m in ("psnr", "ssim") if m in metrics})
         if "lpips" in metrics:
             from osediff_jax.metrics.lpips import lpips_distance, lpips_params
-            params_l = lpips_params("alex", weights_dir)
+            params_l = _on_device(lpips_params("alex", weights_dir))
             self.fns["lpips"] = lambda p, g: float(lpips_distance(params_l, _unit(p)[None] * 2 - 1,
                                                                    _unit(g)[None] * 2 - 1)[0])
         if "dists" in metrics:
             from osediff_jax.metrics.dists import dists_distance, dists_params
-            params_d = dists_params(weights_dir)
+            params_d = _on_device(dists_params(weights_dir))
             self.fns["dists"] = lambda p, g: float(dists_distance(params_d, _unit(p)[None], _unit(g)[None])[0])
         if "niqe" in metrics:
             from osediff_jax.metrics.niqe import niqe
@@ -95,8 +95,14 @@ class Metrics:
         self.features: Callable[[np.ndarray], np.ndarray] | None = None
         if "fid" in metrics:
             from osediff_jax.metrics.fid import inception_features, inception_params, preprocess
-            params_f = inception_params(weights_dir)
+            params_f = _on_device(inception_params(weights_dir))
             self.features = lambda imgs: np.asarray(inception_features(params_f, np.stack([preprocess(i) for i in imgs])))
+
+
+def _on_device(params: dict) -> dict:
+    """Parameters moved to the accelerator once, not with every image."""
+    import jax
+    return jax.device_put(params)
 
 
 def _unit(img: np.ndarray) -> np.ndarray:

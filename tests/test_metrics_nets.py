@@ -159,3 +159,16 @@ def test_lpips_vgg_random_backbone_needs_no_files(images, capsys):
     assert float(np.abs(d[2:]).max()) <= 1e-12
     again = lpips_params("vgg", None, random_backbone=True, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(again)))
+
+
+def test_lpips_gradient_is_finite_where_features_vanish(images):
+    from osediff_jax.metrics.lpips import unit_normalize
+    a = np.zeros((1, 2, 2, 8), np.float32)
+    a[0, 0, 0, 0] = 1.0
+    g = jax.grad(lambda v: unit_normalize(v).sum())(a)
+    assert bool(np.isfinite(np.asarray(g)).all())
+    np.testing.assert_array_equal(np.asarray(unit_normalize(a))[0, 0, 0], a[0, 0, 0] / (1.0 + 1e-10))
+    params = lpips_params("alex", None, random_backbone=True, seed=1)
+    x = np.full((1, 64, 64, 3), -1.0, np.float32)  # deep features of a black image: mostly zero
+    grad = jax.grad(lambda v: lpips_distance(params, v, x * 0.5, net="alex").sum())(x)
+    assert bool(np.isfinite(np.asarray(grad)).all())

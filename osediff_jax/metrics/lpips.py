@@ -25,6 +25,14 @@ _SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 _SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 
 
+def unit_normalize(a: jax.Array, eps: float = 1e-10) -> jax.Array:
+    """a / (||a||_channels + eps), as lpips' normalize_tensor, with a zero (not NaN) gradient
+    where a feature vector is exactly zero (all ReLUs off), which the training loss can hit."""
+    ss = jnp.sum(a * a, axis=-1, keepdims=True)
+    norm = jnp.where(ss > 0, jnp.sqrt(jnp.where(ss > 0, ss, 1.0)), 0.0)
+    return a / (norm + eps)
+
+
 class LPIPS(nn.Module):
     """LPIPS distance of NHWC image batches in [-1, 1]; returns shape [N]."""
 
@@ -41,8 +49,7 @@ class LPIPS(nn.Module):
         fy = backbone((y - _SHIFT) / _SCALE)
         total = 0.0
         for k, (a, b) in enumerate(zip(fx, fy)):
-            a = a / (jnp.sqrt(jnp.sum(a * a, axis=-1, keepdims=True)) + 1e-10)
-            b = b / (jnp.sqrt(jnp.sum(b * b, axis=-1, keepdims=True)) + 1e-10)
+            a, b = unit_normalize(a), unit_normalize(b)
             lin = nn.Conv(1, (1, 1), use_bias=False, precision=self.precision, name=f"lin{k}")
             total = total + jnp.mean(lin((a - b) ** 2), axis=(1, 2, 3))
         return total

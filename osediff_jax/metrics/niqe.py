@@ -24,7 +24,8 @@ from osediff_jax.resize import imresize_matlab
 
 BLOCK = 96
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
-# The reference builds this grid with torch.arange in float32, then uses it in float64.
+# The reference builds this grid with torch.arange in float32, then uses it in float64 (a few of
+# torch's values differ from these by one float32 ulp: immaterial to the features).
 _GAM = np.arange(0.2, 10.001, 0.001).astype(np.float32).astype(np.float64)
 _R_GAM = np.exp(2 * gammaln(2.0 / _GAM) - (gammaln(1.0 / _GAM) + gammaln(3.0 / _GAM)))
 _NORM_WINDOW = gaussian_window(7, 7.0 / 6.0)
