@@ -1,7 +1,7 @@
 """Images per second of our PSNR, SSIM and NIQE against pyiqa 0.1.10 on the same CPU, and the
 per-image agreement of the two, on the RealSR outputs (../shared/data/realsr by default).
 
-With --networks N (default 10) it also runs pyiqa's own LPIPS, DISTS and FID (folder vs folder)
+With --networks N (default 20) it also runs pyiqa's own LPIPS, DISTS and FID (folder vs folder)
 and ours on the first N pairs with the same random network weights, written in the real files'
 formats into a temporary torch hub cache that pyiqa reads instead of downloading: an end-to-end
 check of the protocols (resizing, normalisation, pooling, statistics), not of the real values;
