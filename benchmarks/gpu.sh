@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Every GPU parity check and benchmark of the project, in one run of at most 8 minutes, on a GPU
+# machine without network that has JAX (with its CUDA plugin), flax, optax, orbax, transformers,
+# torch and peft installed. First, where there is network: `bash benchmarks/prepare_gpu.sh` (wheels
+# in .whl/, SD-2.1-base configs in .gpu_assets/; both travel with the working tree). Then, there:
+#
+#   bash benchmarks/gpu.sh          # on the GPU machine
+#   bash benchmarks/gpu.sh --cpu    # the same steps on the CPU at tiny sizes: checks this script
+#
+# Each step has its own time limit, cut further so the whole run ends within GPU_SH_BUDGET seconds
+# (default 465); a step that no longer fits is reported as skipped. Logs go to $OUT/gpu_sh/ when
+# $OUT is set (else a temporary folder); the summary table comes last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PY=${PYTHON:-python3}
+BUDGET=${GPU_SH_BUDGET:-465}
+START=$(date +%s)
+MODE=gpu
+case "${1:-}" in
+  --cpu) MODE=cpu ;;
+  "") ;;
+  *) echo "usage: $0 [--cpu]" >&2; exit 2 ;;
+esac
+
+LOGS=${OUT:-$(mktemp -d)}/gpu_sh
+mkdir -p "$LOGS"
+SITE=$(mktemp -d /tmp/osediff_site.XXXXXX)
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # PyTorch and JAX share the GPU
+ASSETS="$ROOT/.gpu_assets/sd21-base"
+if [ ! -f "$ASSETS/unet/config.json" ]; then
+  echo "$ASSETS/unet/config.json: missing; run benchmarks/prepare_gpu.sh first" >&2
+  exit 1
+fi
+export OSEDIFF_SD21_BASE="$ASSETS"  # where the tests find the SD-2.1-base configs
+
+if [ "$MODE" = gpu ]; then
+  DEV=(--device gpu --configs "$ASSETS")
+  SD_MODELS=(--dtype bfloat16 --size 512 --iters 10)
+  PARITY_TESTS=(tests/test_unet_vae_parity.py tests/test_full_size_parity.py tests/test_osediff_parity.py
+                tests/test_text_encoder.py)
+  SR=(--dtype bfloat16 --size 512 --iters 20 --throughput-iters 5)
+  BF16=(--size 256)
+else
+  export JAX_PLATFORMS=cpu
+  DEV=(--device cpu --configs "$ASSETS")
+  SD_MODELS=(--size 16 --iters 1)
+  PARITY_TESTS=(tests/test_unet_vae_parity.py)  # the full-size ones take too long on a small CPU
+  SR=(--size 16 --iters 1 --batch 2 --throughput-iters 1)
+  BF16=(--size 16)
+fi
+
+NAMES=() STATUS=() SECONDS_TAKEN=()
+record() { NAMES+=("$1"); STATUS+=("$2"); SECONDS_TAKEN+=("$3"); }
+
+# step NAME LIMIT_S CMD...: runs CMD with a time limit cut to what is left of the budget.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((BUDGET - ($(date +%s) - START) - 15))
+  if [ "$left" -lt 30 ]; then
+    record "$name" "skipped (no time left)" 0
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "=== $name (limit ${limit}s): $*"
+  local t0=$(date +%s) rc
+  timeout -k 10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  rc=$?
+  tail -n 30 "$LOGS/$name.log"
+  local status=ok
+  [ $rc -ne 0 ] && status="failed (exit $rc)"
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && status="timed out after ${limit}s"
+  record "$name" "$status" $(($(date +%s) - t0))
+}
+
+install_deps() {
+  # Wheels only for distributions this Python lacks: never shadow a preinstalled package.
+  local missing=()
+  for whl in .whl/*.whl; do
+    local dist
+    dist=$(basename "$whl" | cut -d- -f1)
+    if ! PYTHONPATH= "$PY" -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$dist" 2>/dev/null; then
+      missing+=("$whl")
+    fi
+  done
+  echo "installing ${#missing[@]} missing wheel(s): ${missing[*]:-none}"
+  if [ ${#missing[@]} -gt 0 ]; then
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "${missing[@]}" || return 1
+  fi
+  "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation --target "$SITE" . || return 1
+  cd /tmp && "$PY" -c "import osediff_jax, diffusers, jax, torch; print('osediff_jax from', osediff_jax.__file__);
+print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+}
+
+step install 120 bash -c "$(declare -f install_deps); SITE='$SITE' PY='$PY' install_deps"
+if [ "${STATUS[0]}" != ok ]; then
+  echo "installation failed; see $LOGS/install.log" >&2
+else
+  # Benchmarks run as scripts, so `osediff_jax` is the installed copy; pytest uses the tree's.
+  step sr 170 "$PY" benchmarks/sr.py "${DEV[@]}" "${SR[@]}"
+  step sd_models 130 "$PY" benchmarks/sd_models.py "${DEV[@]}" "${SD_MODELS[@]}"
+  # Parity in true float32 on this device (no TF32): skips count as failures (CI=true).
+  step parity 150 env CI=true JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" -m pytest -q -s -p no:cacheprovider \
+    "${PARITY_TESTS[@]}"
+  step bf16_error 100 "$PY" benchmarks/bf16_error.py "${DEV[@]}" "${BF16[@]}"
+  # ---- Degradation benchmark (issue: degradation pipeline), called once benchmarks/degradation.py exists.
+  if [ -f benchmarks/degradation.py ]; then
+    step degradation 60 "$PY" benchmarks/degradation.py --device "${DEV[1]}"
+  else
+    record degradation "not present (benchmarks/degradation.py)" 0
+  fi
+  # ---- Evaluation benchmark (issue: evaluation metrics), called once benchmarks/evaluation.py exists.
+  if [ -f benchmarks/evaluation.py ]; then
+    step evaluation 60 "$PY" benchmarks/evaluation.py --device "${DEV[1]}"
+  else
+    record evaluation "not present (benchmarks/evaluation.py)" 0
+  fi
+fi
+
+echo
+echo "################ gpu.sh summary ($MODE mode, $(($(date +%s) - START)) s total, logs in $LOGS)"
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+grep -h -E "^(jax|torch) " "$LOGS/install.log" 2>/dev/null
+for i in "${!NAMES[@]}"; do
+  log="$LOGS/${NAMES[$i]}.log"
+  if [ -f "$log" ] && [ "${STATUS[$i]}" = ok ]; then
+    grep -E "^(### |\|)" "$log"
+    [ "${NAMES[$i]}" = parity ] && grep -E "(err|diff)|passed|failed" "$log"
+  fi
+done
+echo
+printf "| %-14s | %-40s | %6s |\n" step status seconds
+printf "|%s|%s|%s|\n" "----------------" "------------------------------------------" "--------"
+failed=0
+for i in "${!NAMES[@]}"; do
+  printf "| %-14s | %-40s | %6s |\n" "${NAMES[$i]}" "${STATUS[$i]}" "${SECONDS_TAKEN[$i]}"
+  case "${STATUS[$i]}" in ok|"not present"*) ;; *) failed=1 ;; esac
+done
+rm -rf "$SITE"
+exit $failed
