@@ -6,8 +6,9 @@ for the full SD-2.1-base UNet and VAE with random weights, next to our float32 e
 
 Weights: `randomize_` of tests/sd_reference.py (as the parity tests and the CLIP bf16 measurement),
 written by diffusers' `save_pretrained` and read by our loader, so both sides hold the same values.
-Metrics: max|ours - ref| / max|ref| and mean|ours - ref| / mean|ref|. On the GPU, both float32 sides
-run in true float32 (TF32 off in PyTorch, "highest" matmul precision in JAX).
+Metrics: max|ours - ref| / max|ref| and mean|ours - ref| / mean|ref|. For scale, the same metrics
+for diffusers itself in low precision (parameters and compute, `--ref-dtype`). On the GPU, float32
+runs in true float32 on both sides (TF32 off in PyTorch, "highest" matmul precision in JAX).
 """
 
 from __future__ import annotations
@@ -57,13 +58,15 @@ def unet_rows(args, dev: str, tmp: Path) -> list[list]:
     z = rng.standard_normal((1, args.size // 8, args.size // 8, 4)).astype(np.float32)
     ctx = rng.standard_normal((1, 77, 1024)).astype(np.float32)
     ref = randomize_(UNet2DConditionModel(**harness.read_config(args.configs, "unet")), seed=3)
-    want = nhwc(ref.to(dev)(nchw(z, dev), torch.tensor([999], device=dev),
-                            torch.from_numpy(ctx).to(dev)).sample)
-    ref.cpu().save_pretrained(tmp / "unet")
+    ref.save_pretrained(tmp / "unet")
+    ref.to(dev)
+    run = lambda dtype: nhwc(ref.to(dtype)(nchw(z, dev).to(dtype), torch.tensor([999], device=dev),
+                                           torch.from_numpy(ctx).to(dev, dtype)).sample)
+    want = run(torch.float32)
+    rows = [["UNet eps", f"diffusers {args.ref_dtype}", *errors(run(getattr(torch, args.ref_dtype)), want)]]
     del ref
     harness.free_torch(dev)
     modules, params = _ours(tmp, "unet", args.attention)
-    rows = []
     for dtype, module in modules.items():
         got = jax.jit(module.apply)({"params": params}, z, jnp.array([999]), ctx)
         rows.append(["UNet eps", dtype, *errors(got, want)])
@@ -72,14 +75,19 @@ def unet_rows(args, dev: str, tmp: Path) -> list[list]:
 
 def vae_rows(args, dev: str, tmp: Path) -> list[list]:
     x = np.random.default_rng(1).uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)
-    ref = randomize_(AutoencoderKL(**harness.read_config(args.configs, "vae")), seed=4).to(dev)
+    ref = randomize_(AutoencoderKL(**harness.read_config(args.configs, "vae")), seed=4)
+    ref.save_pretrained(tmp / "vae")
+    ref.to(dev)
     mean_t = ref.encode(nchw(x, dev)).latent_dist.mean
     want_mean, want_img = nhwc(mean_t), nhwc(ref.decode(mean_t).sample)
-    ref.cpu().save_pretrained(tmp / "vae")
+    low = getattr(torch, args.ref_dtype)
+    ref.to(low)
+    rows = [["VAE encode (posterior mean)", f"diffusers {args.ref_dtype}",
+             *errors(nhwc(ref.encode(nchw(x, dev).to(low)).latent_dist.mean), want_mean)],
+            ["VAE decode", f"diffusers {args.ref_dtype}", *errors(nhwc(ref.decode(mean_t.to(low)).sample), want_img)]]
     del ref, mean_t
     harness.free_torch(dev)
     modules, params = _ours(tmp, "vae", args.attention)
-    rows = []
     for dtype, module in modules.items():
         mean = jax.jit(lambda p, x: module.apply({"params": p}, x, method="encode")[0])(params, x)
         img = jax.jit(lambda p, z: module.apply({"params": p}, z, method="decode"))(params, want_mean)
@@ -93,10 +101,14 @@ def main() -> None:
     harness.add_common_args(parser, size=64)
     parser.add_argument("--attention", choices=("xla", "cudnn"), default=None,
                         help="our attention kernel for bf16 (default: cudnn on the GPU, xla on the CPU)")
+    parser.add_argument("--ref-dtype", choices=("bfloat16", "float16"), default=None,
+                        help="diffusers' low-precision row, parameters and compute in this dtype "
+                             "(default: float16 on the GPU, as the speed benchmarks, bfloat16 on the CPU)")
     args = parser.parse_args()
     if args.size % 8:
         parser.error(f"--size {args.size}: expected a multiple of 8")
     args.attention = args.attention or ("cudnn" if args.device == "gpu" else "xla")
+    args.ref_dtype = args.ref_dtype or ("float16" if args.device == "gpu" else "bfloat16")
     dev = harness.setup(args.device)
     jax.config.update("jax_default_matmul_precision", "highest")
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,8 +117,9 @@ def main() -> None:
     harness.print_table(
         f"SD-2.1-base bf16 error on {jax.devices()[0].device_kind} ({args.device}): {s}x{s} pixels / "
         f"{s // 8}x{s // 8} latent, batch 1; ours (float32 params) vs diffusers float32; bf16 attention {args.attention}",
-        ["output", "our compute dtype", "max abs err / max abs ref", "mean abs err / mean abs ref"],
-        [[name, dtype, f"{mx:.1e}", f"{mn:.1e}"] for name, dtype, mx, mn in rows])
+        ["output", "computed by", "max abs err / max abs ref", "mean abs err / mean abs ref"],
+        [[name, by if by.startswith("diffusers") else f"ours, {by} compute", f"{mx:.1e}", f"{mn:.1e}"]
+         for name, by, mx, mn in rows])
 
 
 if __name__ == "__main__":
