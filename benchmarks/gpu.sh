@@ -8,8 +8,9 @@
 #   bash benchmarks/gpu.sh --cpu    # the same steps on the CPU at tiny sizes: checks this script
 #
 # Each step has its own time limit, cut further so the whole run ends within GPU_SH_BUDGET seconds
-# (default 465); a step that no longer fits is reported as skipped. Logs go to $OUT/gpu_sh/ when
-# $OUT is set (else a temporary folder); the summary table comes last.
+# (default 465); a step that no longer fits is reported as skipped. GPU_SH_ONLY="parity_full
+# bf16_error" runs only the steps named (install always runs), e.g. in a second call. Logs go to
+# $OUT/gpu_sh/ when $OUT is set (else a temporary folder); the summary table comes last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -28,6 +29,7 @@ mkdir -p "$LOGS"
 SITE=$(mktemp -d /tmp/osediff_site.XXXXXX)
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # PyTorch and JAX share the GPU
+export PIP_ROOT_USER_ACTION=ignore
 ASSETS="$ROOT/.gpu_assets/sd21-base"
 if [ ! -f "$ASSETS/unet/config.json" ]; then
   echo "$ASSETS/unet/config.json: missing; run benchmarks/prepare_gpu.sh first" >&2
@@ -38,15 +40,16 @@ export OSEDIFF_SD21_BASE="$ASSETS"  # where the tests find the SD-2.1-base confi
 if [ "$MODE" = gpu ]; then
   DEV=(--device gpu --configs "$ASSETS")
   SD_MODELS=(--dtype bfloat16 --size 512 --iters 10)
-  PARITY_TESTS=(tests/test_unet_vae_parity.py tests/test_full_size_parity.py tests/test_osediff_parity.py
-                tests/test_text_encoder.py)
+  PARITY_SMALL=(tests/test_unet_vae_parity.py tests/test_text_encoder.py tests/test_osediff_parity.py -k "not full_size")
+  PARITY_FULL=(tests/test_full_size_parity.py tests/test_osediff_parity.py -k "full_size or full_unet or full_vae")
   SR=(--dtype bfloat16 --size 512 --iters 20 --throughput-iters 5)
   BF16=(--size 256)
 else
   export JAX_PLATFORMS=cpu
   DEV=(--device cpu --configs "$ASSETS")
   SD_MODELS=(--size 16 --iters 1)
-  PARITY_TESTS=(tests/test_unet_vae_parity.py)  # the full-size ones take too long on a small CPU
+  PARITY_SMALL=(tests/test_unet_vae_parity.py)
+  PARITY_FULL=()  # the full SD-2.1 sizes take minutes on a small CPU
   SR=(--size 16 --iters 1 --batch 2 --throughput-iters 1)
   BF16=(--size 16)
 fi
@@ -58,6 +61,10 @@ record() { NAMES+=("$1"); STATUS+=("$2"); SECONDS_TAKEN+=("$3"); }
 step() {
   local name=$1 limit=$2
   shift 2
+  if [ -n "${GPU_SH_ONLY:-}" ] && [ "$name" != install ] && [[ " ${GPU_SH_ONLY//,/ } " != *" $name "* ]]; then
+    record "$name" "not run (GPU_SH_ONLY)" 0
+    return
+  fi
   local left=$((BUDGET - ($(date +%s) - START) - 15))
   if [ "$left" -lt 30 ]; then
     record "$name" "skipped (no time left)" 0
@@ -94,17 +101,31 @@ install_deps() {
 print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 }
 
-step install 120 bash -c "$(declare -f install_deps); SITE='$SITE' PY='$PY' install_deps"
+export -f install_deps
+export PY SITE
+step install 120 bash -c install_deps
 if [ "${STATUS[0]}" != ok ]; then
   echo "installation failed; see $LOGS/install.log" >&2
 else
   # Benchmarks run as scripts, so `osediff_jax` is the installed copy; pytest uses the tree's.
+  # In order of importance: later steps get what is left of the budget.
   step sr 170 "$PY" benchmarks/sr.py "${DEV[@]}" "${SR[@]}"
-  step sd_models 130 "$PY" benchmarks/sd_models.py "${DEV[@]}" "${SD_MODELS[@]}"
+  # cuDNN attention is the fast path; should it fail on this device, the XLA path is measured instead.
+  ATTN=()
+  case "${STATUS[-1]}" in
+    failed*) step sr_xla 170 "$PY" benchmarks/sr.py "${DEV[@]}" "${SR[@]}" --attention xla
+             [ "${STATUS[-1]}" = ok ] && ATTN=(--attention xla) ;;
+  esac
+  step sd_models 130 "$PY" benchmarks/sd_models.py "${DEV[@]}" "${SD_MODELS[@]}" "${ATTN[@]}"
   # Parity in true float32 on this device (no TF32): skips count as failures (CI=true).
-  step parity 150 env CI=true JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" -m pytest -q -s -p no:cacheprovider \
-    "${PARITY_TESTS[@]}"
-  step bf16_error 100 "$PY" benchmarks/bf16_error.py "${DEV[@]}" "${BF16[@]}"
+  PYTEST=(env CI=true JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" -m pytest -q -s -p no:cacheprovider)
+  step parity_small 100 "${PYTEST[@]}" "${PARITY_SMALL[@]}"
+  if [ ${#PARITY_FULL[@]} -gt 0 ]; then
+    step parity_full 180 "${PYTEST[@]}" "${PARITY_FULL[@]}"
+  else
+    record parity_full "not run (--cpu)" 0
+  fi
+  step bf16_error 130 "$PY" benchmarks/bf16_error.py "${DEV[@]}" "${BF16[@]}" "${ATTN[@]}"
   # ---- Degradation benchmark (issue: degradation pipeline), called once benchmarks/degradation.py exists.
   if [ -f benchmarks/degradation.py ]; then
     step degradation 60 "$PY" benchmarks/degradation.py --device "${DEV[1]}"
@@ -127,16 +148,16 @@ for i in "${!NAMES[@]}"; do
   log="$LOGS/${NAMES[$i]}.log"
   if [ -f "$log" ] && [ "${STATUS[$i]}" = ok ]; then
     grep -E "^(### |\|)" "$log"
-    [ "${NAMES[$i]}" = parity ] && grep -E "(err|diff)|passed|failed" "$log"
+    case "${NAMES[$i]}" in parity*) grep -E "(err|diff)|passed|failed" "$log" ;; esac
   fi
 done
 echo
-printf "| %-14s | %-40s | %6s |\n" step status seconds
-printf "|%s|%s|%s|\n" "----------------" "------------------------------------------" "--------"
+printf "| %-14s | %-40s | %7s |\n" step status seconds
+printf "|%s|%s|%s|\n" "----------------" "------------------------------------------" "---------"
 failed=0
 for i in "${!NAMES[@]}"; do
-  printf "| %-14s | %-40s | %6s |\n" "${NAMES[$i]}" "${STATUS[$i]}" "${SECONDS_TAKEN[$i]}"
-  case "${STATUS[$i]}" in ok|"not present"*) ;; *) failed=1 ;; esac
+  printf "| %-14s | %-40s | %7s |\n" "${NAMES[$i]}" "${STATUS[$i]}" "${SECONDS_TAKEN[$i]}"
+  case "${STATUS[$i]}" in ok|"not present"*|"not run"*) ;; *) failed=1 ;; esac
 done
 rm -rf "$SITE"
 exit $failed
