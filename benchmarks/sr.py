@@ -47,6 +47,7 @@ def bench_reference(args, dev: str, lqs: dict[int, np.ndarray], emb: np.ndarray)
     # The one-step schedule 999 -> "-1" the authors' diffusers 0.25 used (see tests/osediff_reference.py).
     scheduler.num_inference_steps = 1
     scheduler.timesteps = torch.tensor([999], device=dev)
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(dev)  # as the authors' __init__ does
     timesteps = torch.tensor([999], device=dev).long()
     sync, out = harness.torch_sync(dev), {}
     for b, lq in lqs.items():
