@@ -53,19 +53,40 @@ def _ours(folder: Path, name: str, attention: str):
     return {"float32": module, "bfloat16": bf16}, params
 
 
+def reference_unet(args, dev: str, tmp: Path, z: np.ndarray, ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """diffusers' eps in float32 and in --ref-dtype; its float32 weights saved to tmp/unet."""
+    ref = randomize_(UNet2DConditionModel(**harness.read_config(args.configs, "unet")), seed=3)
+    ref.save_pretrained(tmp / "unet")
+    ref.to(dev)
+
+    def run(dtype: torch.dtype) -> np.ndarray:
+        ref.to(dtype)
+        t, c = torch.tensor([999], device=dev), torch.from_numpy(ctx).to(dev, dtype)
+        return nhwc(ref(nchw(z, dev).to(dtype), t, c).sample)
+
+    return run(torch.float32), run(getattr(torch, args.ref_dtype))
+
+
+def reference_vae(args, dev: str, tmp: Path, x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """diffusers' posterior mean and decode (of its float32 mean) in float32 and in --ref-dtype."""
+    ref = randomize_(AutoencoderKL(**harness.read_config(args.configs, "vae")), seed=4)
+    ref.save_pretrained(tmp / "vae")
+    ref.to(dev)
+    mean = ref.encode(nchw(x, dev)).latent_dist.mean
+    want_mean, want_img = nhwc(mean), nhwc(ref.decode(mean).sample)
+    low = getattr(torch, args.ref_dtype)
+    ref.to(low)
+    return (want_mean, want_img, nhwc(ref.encode(nchw(x, dev).to(low)).latent_dist.mean),
+            nhwc(ref.decode(mean.to(low)).sample))
+
+
 def unet_rows(args, dev: str, tmp: Path) -> list[list]:
     rng = np.random.default_rng(0)
     z = rng.standard_normal((1, args.size // 8, args.size // 8, 4)).astype(np.float32)
     ctx = rng.standard_normal((1, 77, 1024)).astype(np.float32)
-    ref = randomize_(UNet2DConditionModel(**harness.read_config(args.configs, "unet")), seed=3)
-    ref.save_pretrained(tmp / "unet")
-    ref.to(dev)
-    run = lambda dtype: nhwc(ref.to(dtype)(nchw(z, dev).to(dtype), torch.tensor([999], device=dev),
-                                           torch.from_numpy(ctx).to(dev, dtype)).sample)
-    want = run(torch.float32)
-    rows = [["UNet eps", f"diffusers {args.ref_dtype}", *errors(run(getattr(torch, args.ref_dtype)), want)]]
-    del ref
-    harness.free_torch(dev)
+    want, low = reference_unet(args, dev, tmp, z, ctx)
+    harness.free_torch(dev)  # the PyTorch model went with reference_unet's frame
+    rows = [["UNet eps", f"diffusers {args.ref_dtype}", *errors(low, want)]]
     modules, params = _ours(tmp, "unet", args.attention)
     for dtype, module in modules.items():
         got = jax.jit(module.apply)({"params": params}, z, jnp.array([999]), ctx)
@@ -75,18 +96,10 @@ def unet_rows(args, dev: str, tmp: Path) -> list[list]:
 
 def vae_rows(args, dev: str, tmp: Path) -> list[list]:
     x = np.random.default_rng(1).uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)
-    ref = randomize_(AutoencoderKL(**harness.read_config(args.configs, "vae")), seed=4)
-    ref.save_pretrained(tmp / "vae")
-    ref.to(dev)
-    mean_t = ref.encode(nchw(x, dev)).latent_dist.mean
-    want_mean, want_img = nhwc(mean_t), nhwc(ref.decode(mean_t).sample)
-    low = getattr(torch, args.ref_dtype)
-    ref.to(low)
-    rows = [["VAE encode (posterior mean)", f"diffusers {args.ref_dtype}",
-             *errors(nhwc(ref.encode(nchw(x, dev).to(low)).latent_dist.mean), want_mean)],
-            ["VAE decode", f"diffusers {args.ref_dtype}", *errors(nhwc(ref.decode(mean_t.to(low)).sample), want_img)]]
-    del ref, mean_t
+    want_mean, want_img, low_mean, low_img = reference_vae(args, dev, tmp, x)
     harness.free_torch(dev)
+    rows = [["VAE encode (posterior mean)", f"diffusers {args.ref_dtype}", *errors(low_mean, want_mean)],
+            ["VAE decode", f"diffusers {args.ref_dtype}", *errors(low_img, want_img)]]
     modules, params = _ours(tmp, "vae", args.attention)
     for dtype, module in modules.items():
         mean = jax.jit(lambda p, x: module.apply({"params": p}, x, method="encode")[0])(params, x)
@@ -116,7 +129,8 @@ def main() -> None:
     s = args.size
     harness.print_table(
         f"SD-2.1-base bf16 error on {jax.devices()[0].device_kind} ({args.device}): {s}x{s} pixels / "
-        f"{s // 8}x{s // 8} latent, batch 1; ours (float32 params) vs diffusers float32; bf16 attention {args.attention}",
+        f"{s // 8}x{s // 8} latent, batch 1; ours (float32 params) vs diffusers float32; "
+        f"bf16 attention {args.attention}",
         ["output", "computed by", "max abs err / max abs ref", "mean abs err / mean abs ref"],
         [[name, by if by.startswith("diffusers") else f"ours, {by} compute", f"{mx:.1e}", f"{mn:.1e}"]
          for name, by, mx, mn in rows])

@@ -21,7 +21,6 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 DEFAULT_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sd21-base"
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, size: int, iters: int | None = None) -> None:

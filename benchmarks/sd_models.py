@@ -29,16 +29,16 @@ def torch_dtype(args) -> torch.dtype:
     return torch.float16 if args.device == "gpu" and args.dtype != "float32" else torch.float32
 
 
-def bench_vae(args, dev: str, config: dict, x: np.ndarray) -> list[tuple[str, float, float]]:
+def torch_vae(args, dev: str, config: dict, x: np.ndarray) -> tuple[float, float]:
     tsync, td = harness.torch_sync(dev), torch_dtype(args)
     ref = AutoencoderKL(**config).to(dev, td).eval()
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev, td)
     zt = ref.encode(xt).latent_dist.mean
-    t_enc = harness.time_ms(lambda: ref.encode(xt).latent_dist.mean, args.iters, tsync)
-    t_dec = harness.time_ms(lambda: ref.decode(zt).sample, args.iters, tsync)
-    del ref, xt, zt
-    harness.free_torch(dev)
+    return (harness.time_ms(lambda: ref.encode(xt).latent_dist.mean, args.iters, tsync),
+            harness.time_ms(lambda: ref.decode(zt).sample, args.iters, tsync))
 
+
+def ours_vae(args, config: dict, x: np.ndarray) -> tuple[float, float]:
     dtype = jnp.dtype(args.dtype)
     module = sd.build_module("vae", config, dtype=dtype, param_dtype=dtype, attention_impl=args.attention)
     params = harness.random_params(sd.param_shapes("vae", module), 1, dtype)
@@ -46,28 +46,26 @@ def bench_vae(args, dev: str, config: dict, x: np.ndarray) -> list[tuple[str, fl
     decode = jax.jit(lambda p, z: module.apply({"params": p}, z, method="decode"))
     xj = jax.device_put(x)
     z = encode(params, xj)
-    o_enc = harness.time_ms(lambda: encode(params, xj), args.iters, harness.jax_sync)
-    o_dec = harness.time_ms(lambda: decode(params, z), args.iters, harness.jax_sync)
-    return [("VAE encode", o_enc, t_enc), ("VAE decode", o_dec, t_dec)]
+    return (harness.time_ms(lambda: encode(params, xj), args.iters, harness.jax_sync),
+            harness.time_ms(lambda: decode(params, z), args.iters, harness.jax_sync))
 
 
-def bench_unet(args, dev: str, config: dict, z: np.ndarray, ctx: np.ndarray) -> list[tuple[str, float, float]]:
+def torch_unet(args, dev: str, config: dict, z: np.ndarray, ctx: np.ndarray) -> float:
     tsync, td = harness.torch_sync(dev), torch_dtype(args)
     ref = UNet2DConditionModel(**config).to(dev, td).eval()
     zt = torch.from_numpy(z.transpose(0, 3, 1, 2).copy()).to(dev, td)
     ct = torch.from_numpy(ctx).to(dev, td)
     tt = torch.full((z.shape[0],), 999, device=dev)
-    t_unet = harness.time_ms(lambda: ref(zt, tt, encoder_hidden_states=ct).sample, args.iters, tsync)
-    del ref, zt, ct
-    harness.free_torch(dev)
+    return harness.time_ms(lambda: ref(zt, tt, encoder_hidden_states=ct).sample, args.iters, tsync)
 
+
+def ours_unet(args, config: dict, z: np.ndarray, ctx: np.ndarray) -> float:
     dtype = jnp.dtype(args.dtype)
     module = sd.build_module("unet", config, dtype=dtype, param_dtype=dtype, attention_impl=args.attention)
     params = harness.random_params(sd.param_shapes("unet", module), 2, dtype)
     fwd = jax.jit(lambda p, z, t, c: module.apply({"params": p}, z, t, c))
     zj, cj, tj = jax.device_put(z), jax.device_put(ctx), jnp.full((z.shape[0],), 999)
-    o_unet = harness.time_ms(lambda: fwd(params, zj, tj, cj), args.iters, harness.jax_sync)
-    return [("UNet forward", o_unet, t_unet)]
+    return harness.time_ms(lambda: fwd(params, zj, tj, cj), args.iters, harness.jax_sync)
 
 
 def main() -> None:
@@ -90,10 +88,18 @@ def main() -> None:
     z = rng.standard_normal((b, s // 8, s // 8, 4)).astype(np.float32)
     ctx = rng.standard_normal((b, 77, 1024)).astype(np.float32)
     rows = []
+    # Each family's PyTorch model is gone (its function returned) before ours is built.
     if args.only in (None, "vae"):
-        rows += bench_vae(args, dev, harness.read_config(args.configs, "vae"), x)
+        config = harness.read_config(args.configs, "vae")
+        t_enc, t_dec = torch_vae(args, dev, config, x)
+        harness.free_torch(dev)
+        o_enc, o_dec = ours_vae(args, config, x)
+        rows += [("VAE encode", o_enc, t_enc), ("VAE decode", o_dec, t_dec)]
     if args.only in (None, "unet"):
-        rows += bench_unet(args, dev, harness.read_config(args.configs, "unet"), z, ctx)
+        config = harness.read_config(args.configs, "unet")
+        t_unet = torch_unet(args, dev, config, z, ctx)
+        harness.free_torch(dev)
+        rows.append(("UNet forward", ours_unet(args, config, z, ctx), t_unet))
 
     ref_dtype = str(torch_dtype(args)).removeprefix("torch.")
     harness.print_table(

@@ -55,8 +55,6 @@ def bench_reference(args, dev: str, lqs: dict[int, np.ndarray], emb: np.ndarray)
         emb_t = torch.from_numpy(emb).to(dev, td).expand(b, -1, -1)
         out[b] = harness.time_ms(lambda: authors_forward(unet, vae, scheduler, timesteps, lq_t, emb_t),
                                  args.iters if b == 1 else args.throughput_iters, sync)
-    del unet, vae
-    harness.free_torch(dev)
     return out
 
 
@@ -96,6 +94,7 @@ def main() -> None:
     lqs = {b: rng.uniform(0, 1, (b, args.size, args.size, 3)).astype(np.float32) for b in (1, args.batch)}
     emb = rng.standard_normal((1, 77, 1024)).astype(np.float32)
     ref = bench_reference(args, dev, lqs, emb)
+    harness.free_torch(dev)  # the reference models went with bench_reference's frame
     ours = bench_ours(args, lqs, emb)
 
     ref_dtype = "float16" if args.device == "gpu" and args.dtype != "float32" else "float32"
