@@ -148,25 +148,30 @@ def _safetensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def _torch_bin(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """The tensors of a `torch.save`d state dict (.bin, .pth, .pt); other entries are skipped."""
     try:
         import torch
     except ImportError:
-        raise CheckpointError(f"{path}: reading .bin checkpoints needs PyTorch (pip install 'osediff-jax[torch]'), "
+        raise CheckpointError(f"{path}: reading PyTorch checkpoints needs PyTorch (pip install 'osediff-jax[torch]'), "
                               f"or convert the folder to safetensors") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # torch raises many types for corrupt or foreign files
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     for key in list(state):
         t = state.pop(key)
+        if not isinstance(t, torch.Tensor):
+            continue
         # numpy has no bfloat16: reinterpret the bits as ml_dtypes' bfloat16.
         yield key, (t.view(torch.int16).numpy().view(ml_dtypes.bfloat16) if t.dtype == torch.bfloat16
                     else t.numpy())
 
 
 def read_tensors(files: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
-    """(key, array) pairs from safetensors or torch .bin files, one tensor at a time."""
-    for f in files:
+    """(key, array) pairs from safetensors or torch (.bin, .pth, .pt) files, one tensor at a time."""
+    for f in map(Path, files):
         yield from (_safetensors(f) if f.suffix == ".safetensors" else _torch_bin(f))
 
 

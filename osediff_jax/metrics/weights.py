@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from osediff_jax.weights import read_tensors
+
 # file name expected in the weights folder -> where the user gets it.
 WEIGHT_FILES: dict[str, str] = {
     "alexnet-owt-7be5be79.pth": "torchvision's ImageNet AlexNet (AlexNet_Weights.IMAGENET1K_V1), "
@@ -45,19 +47,9 @@ def weight_path(weights_dir: str | os.PathLike | None, name: str) -> Path:
     return path
 
 
-def load_state_dict(path: str | os.PathLike) -> dict:
-    """A torch checkpoint's tensors (keys as stored); `fill_params` converts those it uses."""
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(f"{path}: reading PyTorch weight files needs torch (pip install torch)") from None
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or foreign files
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path}: expected a dict of tensors, got {type(sd).__name__}")
-    return {k: v for k, v in sd.items() if hasattr(v, "detach")}
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A torch checkpoint's tensors (keys as stored) as arrays; `fill_params` converts those it uses."""
+    return dict(read_tensors([Path(path)]))
 
 
 def fill_params(template, key_of, sd: dict, path: str | os.PathLike) -> dict:
@@ -71,7 +63,7 @@ def fill_params(template, key_of, sd: dict, path: str | os.PathLike) -> dict:
         w = sd.get(key_of(names))
         if w is None:
             raise ValueError(f"{path}: key '{key_of(names)}' missing")
-        w = w.detach().float().numpy()
+        w = np.asarray(w, np.float32)
         if w.ndim == 4 and names[-1] == "kernel":
             w = w.transpose(2, 3, 1, 0)
         w = w.reshape(t.shape) if w.size == int(np.prod(t.shape)) and w.ndim != len(t.shape) else w
