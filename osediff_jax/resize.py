@@ -227,6 +227,14 @@ def imresize_matlab(x: np.ndarray, scale: float) -> np.ndarray:
     return _resize_axis(_resize_axis(x, -2, scale), -1, scale)
 
 
+def pil_bicubic_8bit(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An 8-bit HxWxC (C = 1 or 3) image resized by PIL's BICUBIC to `size` = (height, width), uint8,
+    as the authors' release upsamples its input (PIL's 8-bit path rounds between its two passes)."""
+    c = pixels.shape[-1]
+    img = Image.fromarray(pixels if c == 3 else pixels[..., 0], "RGB" if c == 3 else "L")
+    return np.asarray(img.resize((size[1], size[0]), Image.BICUBIC)).reshape(size[0], size[1], c)
+
+
 def pil_bicubic_float(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Each channel of an HxWxC array resized as a float32 PIL 'F' image with BICUBIC to
     `size` = (height, width): clean-fid's (and pyiqa's FID) resize."""

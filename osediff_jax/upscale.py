@@ -21,10 +21,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from osediff_jax import checkpoint, color_fix, generator, imageio, osediff_weights, tiling, tokenizer, weights
+from osediff_jax import checkpoint, color_fix, generator, imageio, osediff_weights, resize, tiling, tokenizer, weights
 
 USAGE_ERROR = 2
 # ITU-R 601 luma, PIL's convert("L"): the network's RGB output becomes gray with the weights that
@@ -70,14 +69,10 @@ def load_network(args: argparse.Namespace) -> Network:
 def upsample(pixels: np.ndarray, scale: int) -> np.ndarray:
     """HxWxC (C = 1 or 3) uint8/uint16 -> (scale H)x(scale W)xC float32 in [0, 1], PIL bicubic: on
     the 8-bit image itself as the authors do, in float ('F' mode, per channel) for 16-bit."""
-    h, w, c = pixels.shape
-    size = (w * scale, h * scale)
+    size = (pixels.shape[0] * scale, pixels.shape[1] * scale)
     if pixels.dtype == np.uint8:
-        img = Image.fromarray(pixels if c == 3 else pixels[..., 0], "RGB" if c == 3 else "L")
-        return imageio.to_float(np.asarray(img.resize(size, Image.BICUBIC)).reshape(size[1], size[0], c))
-    out = np.stack([np.asarray(Image.fromarray(pixels[..., i].astype(np.float32), "F").resize(size, Image.BICUBIC))
-                    for i in range(c)], -1)
-    return np.clip(out / np.float32(65535.0), 0.0, 1.0)
+        return imageio.to_float(resize.pil_bicubic_8bit(pixels, size))
+    return np.clip(resize.pil_bicubic_float(pixels.astype(np.float32), size) / np.float32(65535.0), 0.0, 1.0)
 
 
 def upscale_image(net: Network, decoded: imageio.Decoded, scale: int, key: jax.Array | None

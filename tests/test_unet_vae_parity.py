@@ -1,9 +1,7 @@
 """UNet and VAE against diffusers on the same random weights, loaded through the real file formats."""
 
-import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
