@@ -21,7 +21,8 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from osediff_jax import checkpoint, lora
-from osediff_jax.weights import CheckpointError, path_to_torch_key, torch_key_to_path
+from osediff_jax.weights import (CheckpointError, path_to_torch_key, to_flax_layout, to_torch_layout,
+                                 torch_key_to_path)
 
 META = "osediff.json"
 _LIST_KEYS = {"default_encoder": "unet_lora_encoder_modules", "default_decoder": "unet_lora_decoder_modules",
@@ -66,14 +67,6 @@ def _torch():
     return torch
 
 
-def _flax_kernel(array: np.ndarray) -> np.ndarray:
-    return array.T if array.ndim == 2 else array.transpose(2, 3, 1, 0)
-
-
-def _torch_weight(array: np.ndarray) -> np.ndarray:
-    return array.T if array.ndim == 2 else array.transpose(3, 2, 0, 1)
-
-
 def _lora_tree(state: dict, shapes: Any, adapter_of: dict[str, str], source: str) -> tuple[dict, dict]:
     """LoRA and `base_layer` tensors of one model from torch keys `<module>.lora_A.<adapter>.weight`."""
     flat_shapes = traverse_util.flatten_dict(shapes)
@@ -85,7 +78,7 @@ def _lora_tree(state: dict, shapes: Any, adapter_of: dict[str, str], source: str
             i = parts.index("base_layer")
             path = torch_key_to_path(".".join(parts[:i]))
             base[path + ("kernel" if parts[-1] == "weight" else "bias",)] = (
-                _flax_kernel(value) if parts[-1] == "weight" else value)
+                to_flax_layout(value) if parts[-1] == "weight" else value)
             continue
         if len(parts) < 4 or parts[-3] not in ("lora_A", "lora_B") or parts[-1] != "weight":
             raise CheckpointError(f"{source}: unexpected key {key!r} (expected <module>.lora_A/lora_B.<adapter>.weight)")
@@ -96,11 +89,11 @@ def _lora_tree(state: dict, shapes: Any, adapter_of: dict[str, str], source: str
         kernel = flat_shapes.get(path + ("kernel",))
         if kernel is None:
             raise CheckpointError(f"{source}: {key!r}: the base model has no Dense or Conv module {module!r}")
-        value = _flax_kernel(value)
+        value = to_flax_layout(value)
         io = (kernel.shape[:-1], kernel.shape[-1])
         ok = (value.shape[:-1] == io[0]) if parts[-3] == "lora_A" else (value.shape[-1] == io[1])
         if not ok:
-            raise CheckpointError(f"{source}: {key!r} has shape {tuple(_torch_weight(value).shape)}, which does not "
+            raise CheckpointError(f"{source}: {key!r} has shape {tuple(to_torch_layout(value).shape)}, which does not "
                                   f"fit the base module's kernel {tuple(kernel.shape)} (Flax layout)")
         tree[path + (parts[-3], "kernel")] = value
     return traverse_util.unflatten_dict(tree), base
@@ -141,7 +134,7 @@ def _state(tree: dict, adapter_of: Any) -> dict:
     flat = traverse_util.flatten_dict(tree)
     for path in sorted(flat, key=lambda p: lora.diffusers_order(path_to_torch_key(p))):
         module = path_to_torch_key(path[:-2])
-        out[f"{module}.{path[-2]}.{adapter_of(module)}.weight"] = _torch_weight(np.asarray(flat[path]))
+        out[f"{module}.{path[-2]}.{adapter_of(module)}.weight"] = to_torch_layout(np.asarray(flat[path]))
     return out
 
 
@@ -149,7 +142,7 @@ def write_pkl(w: OSEDiffWeights, path: str | os.PathLike) -> None:
     """Writes the authors' format (loadable by their `OSEDiff_test.load_ckpt`), atomically."""
     torch = _torch()
     path = Path(path)
-    state_unet = {"conv_in.base_layer.weight": _torch_weight(np.asarray(w.conv_in["kernel"])),
+    state_unet = {"conv_in.base_layer.weight": to_torch_layout(np.asarray(w.conv_in["kernel"])),
                   "conv_in.base_layer.bias": np.asarray(w.conv_in["bias"])}
     state_unet.update(_state(w.unet_lora, lora.unet_adapter))
     state_vae = _state(w.vae_lora, lambda m: "default_encoder")

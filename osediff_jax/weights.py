@@ -45,7 +45,8 @@ def path_to_torch_key(path: tuple[str, ...]) -> str:
     return ".".join(m.expand(r"\1.\2") if (m := _LIST_RE.match(p)) else p for p in path)
 
 
-def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
+def to_flax_layout(array: np.ndarray, leaf: str = "kernel") -> np.ndarray:
+    """A torch weight in the layout of Flax leaf `leaf` (Dense/Conv kernels transposed)."""
     if leaf == "kernel" and array.ndim == 2:
         return array.T
     if leaf == "kernel" and array.ndim == 4:
@@ -53,7 +54,8 @@ def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
     return array
 
 
-def _to_torch(array: np.ndarray, leaf: str) -> np.ndarray:
+def to_torch_layout(array: np.ndarray, leaf: str = "kernel") -> np.ndarray:
+    """The inverse of `to_flax_layout`."""
     if leaf == "kernel" and array.ndim == 2:
         return array.T
     if leaf == "kernel" and array.ndim == 4:
@@ -83,10 +85,10 @@ def torch_to_flax(tensors: Iterator[tuple[str, np.ndarray]], shapes: Any, source
         want = tuple(expected[path].shape)
         if leaf == "kernel" and array.ndim == 4 and len(want) == 2 and array.shape[2:] == (1, 1):
             array = array[:, :, 0, 0]  # 1x1 conv weights stored for a Linear (old VAE attention)
-        value = _to_flax(np.asarray(array), leaf)
+        value = to_flax_layout(np.asarray(array), leaf)
         if tuple(value.shape) != want:
             raise CheckpointError(f"{source}: {key!r} has shape {tuple(array.shape)}, but the config "
-                                  f"implies {tuple(_to_torch(np.empty(want), leaf).shape)}")
+                                  f"implies {tuple(to_torch_layout(np.empty(want), leaf).shape)}")
         out[path] = put(np.ascontiguousarray(value))
     missing = [path_to_torch_key(p[:-1]) + "." + ("bias" if p[-1] == "bias" else "weight")
                for p in expected if p not in out]
@@ -101,7 +103,7 @@ def flax_to_torch(params: Mapping) -> dict[str, np.ndarray]:
     for path, value in traverse_util.flatten_dict(params).items():
         leaf = path[-1]
         name = "bias" if leaf == "bias" else "weight"
-        out[f"{path_to_torch_key(path[:-1])}.{name}"] = np.ascontiguousarray(_to_torch(np.asarray(value), leaf))
+        out[f"{path_to_torch_key(path[:-1])}.{name}"] = np.ascontiguousarray(to_torch_layout(np.asarray(value), leaf))
     return out
 
 
