@@ -112,15 +112,10 @@ def vae_rows(args, dev: str, tmp: Path) -> list[list]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     harness.add_common_args(parser, size=64)
-    parser.add_argument("--attention", choices=("xla", "cudnn"), default=None,
-                        help="our attention kernel for bf16 (default: cudnn on the GPU, xla on the CPU)")
     parser.add_argument("--ref-dtype", choices=("bfloat16", "float16"), default=None,
                         help="diffusers' low-precision row, parameters and compute in this dtype "
                              "(default: float16 on the GPU, as the speed benchmarks, bfloat16 on the CPU)")
-    args = parser.parse_args()
-    if args.size % 8:
-        parser.error(f"--size {args.size}: expected a multiple of 8")
-    args.attention = args.attention or ("cudnn" if args.device == "gpu" else "xla")
+    args = harness.parse_args(parser)
     args.ref_dtype = args.ref_dtype or ("float16" if args.device == "gpu" else "bfloat16")
     dev = harness.setup(args.device)
     jax.config.update("jax_default_matmul_precision", "highest")

@@ -28,8 +28,19 @@ def add_common_args(parser: argparse.ArgumentParser, *, size: int, iters: int | 
     parser.add_argument("--configs", type=Path, default=DEFAULT_CONFIGS,
                         help="SD-2.1-base folder whose unet/ and vae/ config.json give the architecture")
     parser.add_argument("--size", type=int, default=size, help="image side in pixels (a multiple of 8)")
+    parser.add_argument("--attention", choices=("xla", "cudnn"), default=None,
+                        help="our attention kernel (default: cudnn on the GPU, xla on the CPU)")
     if iters is not None:
         parser.add_argument("--iters", type=int, default=iters, help="timed calls after one warm-up call")
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parses, checks --size, and fills in --attention's device default."""
+    args = parser.parse_args()
+    if args.size % 8:
+        parser.error(f"--size {args.size}: expected a multiple of 8")
+    args.attention = args.attention or ("cudnn" if args.device == "gpu" else "xla")
+    return args
 
 
 def setup(device: str) -> str:

@@ -73,13 +73,8 @@ def main() -> None:
     harness.add_common_args(parser, size=128, iters=3)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--attention", choices=("xla", "cudnn"), default=None,
-                        help="our attention kernel (default: cudnn on the GPU, xla on the CPU)")
     parser.add_argument("--only", choices=("vae", "unet"), default=None, help="benchmark one family only")
-    args = parser.parse_args()
-    if args.size % 8:
-        parser.error(f"--size {args.size}: expected a multiple of 8")
-    args.attention = args.attention or ("cudnn" if args.device == "gpu" else "xla")
+    args = harness.parse_args(parser)
     dev = harness.setup(args.device)
 
     rng = np.random.default_rng(0)

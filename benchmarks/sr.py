@@ -82,12 +82,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="batch size of the throughput measurement")
     parser.add_argument("--throughput-iters", type=int, default=1, help="timed calls at --batch after a warm-up")
     parser.add_argument("--color-fix", choices=("adain", "wavelet", "none"), default="adain")
-    parser.add_argument("--attention", choices=("xla", "cudnn"), default=None,
-                        help="our attention kernel (default: cudnn on the GPU, xla on the CPU)")
-    args = parser.parse_args()
-    if args.size % 8:
-        parser.error(f"--size {args.size}: expected a multiple of 8")
-    args.attention = args.attention or ("cudnn" if args.device == "gpu" else "xla")
+    args = harness.parse_args(parser)
     dev = harness.setup(args.device)
 
     rng = np.random.default_rng(0)
