@@ -1,10 +1,10 @@
 """Error of our bf16 compute path (float32 parameters, `dtype=bfloat16`) against diffusers in float32,
 for the full SD-2.1-base UNet and VAE with random weights, next to our float32 error.
 
-    python benchmarks/bf16_error.py                     # CPU, 64x64 pixels / 8x8 latent
-    python benchmarks/bf16_error.py --device gpu --size 512
+    python -m benchmarks.bf16_error                     # CPU, 64x64 pixels / 8x8 latent
+    python -m benchmarks.bf16_error --device gpu --size 512
 
-Weights: `randomize_` of tests/sd_reference.py (as the parity tests and the CLIP bf16 measurement),
+Weights: `randomize_` of tests/references/sd.py (as the parity tests and the CLIP bf16 measurement),
 written by diffusers' `save_pretrained` and read by our loader, so both sides hold the same values.
 Metrics: max|ours - ref| / max|ref| and mean|ours - ref| / mean|ref|. For scale, the same metrics
 for diffusers itself in low precision (parameters and compute, `--ref-dtype`). On the GPU, float32
@@ -14,22 +14,20 @@ runs in true float32 on both sides (TF32 off in PyTorch, "highest" matmul precis
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-import harness  # first: sets JAX's allocator before the backend starts
-
+from benchmarks import harness  # first: sets JAX's allocator before the backend starts
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 
-from osediff_jax import sd  # noqa: E402
+from osediff_jax.models import sd  # noqa: E402
+from osediff_jax.weights import diffusers_format  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from sd_reference import randomize_  # noqa: E402
+from tests.references.sd import randomize_  # noqa: E402
 
 
 def nchw(x: np.ndarray, dev: str) -> torch.Tensor:
@@ -47,7 +45,7 @@ def errors(ours, ref: np.ndarray) -> tuple[float, float]:
 
 def _ours(folder: Path, name: str, attention: str):
     """Our module per compute dtype, and the float32 parameters read from `folder/name`."""
-    module, params, config = sd.load_component(folder, name)
+    module, params, config = diffusers_format.load_component(folder, name)
     params = jax.device_put(params)
     bf16 = sd.build_module(name, config, dtype=jnp.bfloat16, attention_impl=attention)
     return {"float32": module, "bfloat16": bf16}, params

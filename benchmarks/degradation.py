@@ -1,11 +1,11 @@
 """Throughput of the on-device degradation pipeline against the reference's per-sample CPU path.
 
-    python benchmarks/degradation.py                      # CPU: ours (batch 16, 512x512) and the reference
-    python benchmarks/degradation.py --platform gpu --no-reference   # GPU: ours only (target >= 200 images/s)
+    python -m benchmarks.degradation                      # CPU: ours (batch 16, 512x512) and the reference
+    python -m benchmarks.degradation --platform gpu --no-reference   # GPU: ours only (target >= 200 images/s)
 
 Ours: `osediff_jax.degradation.degrade`, jitted once, timed over `--iters` batches with fresh keys.
 Reference: the authors' per-sample path (basicsr 1.4.2 operations orchestrated as in
-cswry/OSEDiff dataloaders/realesrgan.py, see tests/degradation_ref.py) on the CPU with PyTorch,
+cswry/OSEDiff dataloaders/realesrgan.py, see tests/references/degradation.py) on the CPU with PyTorch,
 one image at a time, parameters drawn per sample. Prints one JSON line.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _gt_batch(batch: int, size: int, folder: Path):
     import numpy as np
 
-    from osediff_jax.imageio import list_images, read_rgb
+    from osediff_jax.files.images import list_images, read_rgb
 
     files = list_images(folder) if folder.is_dir() else []
     rng = np.random.default_rng(0)
@@ -44,7 +43,7 @@ def bench_ours(gt, iters: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from osediff_jax.degradation import degrade
+    from osediff_jax.data.degradation import degrade
 
     gt = jax.device_put(jnp.asarray(gt))
     t0 = time.perf_counter()
@@ -67,10 +66,9 @@ def bench_reference(gt, samples: int) -> dict:
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from degradation_ref import reference_degrade
+    from tests.references.degradation import reference_degrade
 
-    from osediff_jax.degradation import sample_params
+    from osediff_jax.data.degradation import sample_params
 
     params = jax.tree.map(np.asarray, jax.vmap(sample_params)(jax.random.split(jax.random.key(1), samples)))
     images = [torch.from_numpy(gt[i % len(gt)] / 255.0).float().permute(2, 0, 1)[None] for i in range(samples)]
@@ -96,7 +94,6 @@ def main() -> None:
         import jax
 
         jax.config.update("jax_platforms", args.platform)
-    sys.path.insert(0, str(ROOT))
     gt = _gt_batch(args.batch, args.size, args.images)
     result = {"batch": args.batch, "size": args.size, "ours": bench_ours(gt, args.iters)}
     if not args.no_reference:

@@ -12,7 +12,7 @@ environment (--pyiqa-python). pyiqa downloads its NIQE model file on first use; 
 script hands it the same pristine parameters (our niqe_pris_params.npz) as a .mat file.
 These metrics run on the CPU in both libraries (NumPy here), so there is no GPU variant.
 
-    PYTHONPATH=. python benchmarks/evaluation.py --pyiqa-python /work/venv-pyiqa/bin/python
+    python -m benchmarks.evaluation --pyiqa-python /work/venv-pyiqa/bin/python
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from osediff_jax.imageio import read_rgb
+from osediff_jax.files.images import read_rgb
 from osediff_jax.metrics.niqe import niqe
 from osediff_jax.metrics.psnr_ssim import psnr, ssim
 
@@ -77,11 +77,11 @@ def write_random_weights(hub: Path, ours: Path) -> None:
     DISTS alpha/beta, under pyiqa's/torchvision's cache names (hub) and our names (ours)."""
     import shutil
     import sys
+    from unittest import mock
 
     import lpips
     import torch
     import torchvision
-    from unittest import mock
     from pytorch_fid import inception as pfi
 
     hub.mkdir(parents=True)
@@ -111,7 +111,7 @@ def write_random_weights(hub: Path, ours: Path) -> None:
 def compare_networks(pairs: list[tuple[str, str]], pyiqa_python: str) -> dict:
     import os
 
-    from osediff_jax.evaluate import evaluate
+    from osediff_jax.metrics.evaluation import evaluate
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

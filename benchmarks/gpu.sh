@@ -109,16 +109,16 @@ step install 120 bash -c install_deps
 if [ "${STATUS[0]}" != ok ]; then
   echo "installation failed; see $LOGS/install.log" >&2
 else
-  # Benchmarks run as scripts, so `osediff_jax` is the installed copy; pytest uses the tree's.
+  # Benchmarks run as modules from the repository root (`-m benchmarks.X`), like pytest: the tree's code.
   # In order of importance: later steps get what is left of the budget.
-  step sr 170 "$PY" benchmarks/sr.py "${DEV[@]}" "${SR[@]}"
+  step sr 170 "$PY" -m benchmarks.sr "${DEV[@]}" "${SR[@]}"
   # cuDNN attention is the fast path; should it fail on this device, the XLA path is measured instead.
   ATTN=()
   case "${STATUS[-1]}" in
-    failed*) step sr_xla 170 "$PY" benchmarks/sr.py "${DEV[@]}" "${SR[@]}" --attention xla
+    failed*) step sr_xla 170 "$PY" -m benchmarks.sr "${DEV[@]}" "${SR[@]}" --attention xla
              [ "${STATUS[-1]}" = ok ] && ATTN=(--attention xla) ;;
   esac
-  step sd_models 130 "$PY" benchmarks/sd_models.py "${DEV[@]}" "${SD_MODELS[@]}" "${ATTN[@]}"
+  step sd_models 130 "$PY" -m benchmarks.sd_models "${DEV[@]}" "${SD_MODELS[@]}" "${ATTN[@]}"
   # Parity in true float32 on this device (no TF32): skips count as failures (CI=true).
   PYTEST=(env CI=true JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" -m pytest -q -s -p no:cacheprovider)
   step parity_small 100 "${PYTEST[@]}" "${PARITY_SMALL[@]}"
@@ -127,10 +127,10 @@ else
   else
     record parity_full "not run (--cpu)" 0
   fi
-  step bf16_error 130 "$PY" benchmarks/bf16_error.py "${DEV[@]}" "${BF16[@]}" "${ATTN[@]}"
+  step bf16_error 130 "$PY" -m benchmarks.bf16_error "${DEV[@]}" "${BF16[@]}" "${ATTN[@]}"
   # Degradation throughput (target >= 200 images/s at 512, batch 16); ../shared's photos do not
   # travel, so the script degrades random content, which runs at the same speed.
-  step degradation 60 "$PY" benchmarks/degradation.py "${DEG[@]}"
+  step degradation 60 "$PY" -m benchmarks.degradation "${DEG[@]}"
   # PSNR/SSIM/NIQE run in NumPy on the host, in pyiqa too: their benchmark is the CPU one.
   record evaluation "CPU-only metrics: see BENCHMARKS.md" 0
 fi

@@ -1,7 +1,7 @@
 """Memory of the tiled upscaler for a 2048x2048 output with the full SD-2.1-base architecture, from the
 compiled function's memory analysis (no weights needed: parameters are abstract shapes).
 
-  python benchmarks/memory_2048.py [--size 2048] [--dtype bfloat16] [--config-dir ../shared/reference/sd21-base]
+  python -m benchmarks.memory_2048 [--size 2048] [--dtype bfloat16] [--config-dir ../shared/reference/sd21-base]
 
 On the CPU this shows what XLA plans to allocate; the same program on a GPU has the same buffers.
 """
@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osediff_jax import schedule, sd, tiling
+from osediff_jax.inference import tiling
+from osediff_jax.models import schedule, sd
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Speed of the full SD-2.1-base VAE encode, UNet forward and VAE decode: ours (jitted Flax) against
 diffusers, in the same run, random weights (speed does not depend on them).
 
-    python benchmarks/sd_models.py                      # CPU, float32, 128x128 pixels, batch 1
-    python benchmarks/sd_models.py --device gpu --dtype bfloat16 --size 512
+    python -m benchmarks.sd_models                      # CPU, float32, 128x128 pixels, batch 1
+    python -m benchmarks.sd_models --device gpu --dtype bfloat16 --size 512
 
 On the GPU, `--dtype bfloat16` runs ours in bf16 (parameters stored in bf16, cuDNN attention) against
 diffusers in float16; float32 runs both in float32 (TF32 off in PyTorch). One model family is alive
@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 
-import harness  # first: sets JAX's allocator before the backend starts
-
+from benchmarks import harness  # first: sets JAX's allocator before the backend starts
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 
-from osediff_jax import sd  # noqa: E402
+from osediff_jax.models import sd  # noqa: E402
 
 
 def torch_dtype(args) -> torch.dtype:

@@ -2,8 +2,8 @@
 colour fix) for the full SD-2.1-base architecture against the authors' OSEDiff forward in PyTorch,
 in the same run: latency at batch 1 and throughput at batch 8.
 
-    python benchmarks/sr.py                             # CPU, float32, 64x64 output
-    python benchmarks/sr.py --device gpu --dtype bfloat16 --size 512
+    python -m benchmarks.sr                             # CPU, float32, 64x64 output
+    python -m benchmarks.sr --device gpu --dtype bfloat16 --size 512
 
 Both sides get the LQ already upsampled to the output size and precomputed prompt embeddings (the
 authors' script also runs the text encoder and the tagging model per image; neither is timed here).
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 
-import harness  # first: sets JAX's allocator before the backend starts
-
+from benchmarks import harness  # first: sets JAX's allocator before the backend starts
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # noqa: E402
 
-from osediff_jax import generator, schedule, sd  # noqa: E402
+from osediff_jax.inference import sr  # noqa: E402
+from osediff_jax.models import schedule, sd  # noqa: E402
 
 
 def authors_forward(unet, vae, scheduler, timesteps: torch.Tensor, lq: torch.Tensor, emb: torch.Tensor
@@ -44,7 +44,7 @@ def bench_reference(args, dev: str, lqs: dict[int, np.ndarray], emb: np.ndarray)
     unet = UNet2DConditionModel(**harness.read_config(args.configs, "unet")).to(dev, td).eval()
     vae = AutoencoderKL(**harness.read_config(args.configs, "vae")).to(dev, td).eval()
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False)
-    # The one-step schedule 999 -> "-1" the authors' diffusers 0.25 used (see tests/osediff_reference.py).
+    # The one-step schedule 999 -> "-1" the authors' diffusers 0.25 used (see tests/references/osediff.py).
     scheduler.num_inference_steps = 1
     scheduler.timesteps = torch.tensor([999], device=dev)
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(dev)  # as the authors' __init__ does
@@ -65,7 +65,7 @@ def bench_ours(args, lqs: dict[int, np.ndarray], emb: np.ndarray) -> dict[int, f
         modules[name] = sd.build_module(name, harness.read_config(args.configs, name), dtype=dtype, param_dtype=dtype,
                                         attention_impl=args.attention)
         params[name] = harness.random_params(sd.param_shapes(name, modules[name]), i, dtype)
-    sr_fn = jax.jit(generator.make_sr_fn(modules["unet"], modules["vae"], schedule.alphas_cumprod(),
+    sr_fn = jax.jit(sr.make_sr_fn(modules["unet"], modules["vae"], schedule.alphas_cumprod(),
                                          color_fix=args.color_fix))
     emb_j, out = jax.device_put(emb), {}
     for b, lq in lqs.items():

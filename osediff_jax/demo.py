@@ -21,7 +21,11 @@ import jax
 import numpy as np
 from PIL import Image
 
-from osediff_jax import checkpoint, generator, imageio, osediff_weights, random_sd, tiling, tokenizer
+from osediff_jax.files import images
+from osediff_jax.inference.sr import encode_prompt
+from osediff_jax.inference.tiling import make_upscale_fn
+from osediff_jax.models import tokenizer
+from osediff_jax.weights import bundle, osediff_pkl, random_sd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         print("1/4 writing a random SD-2.x-shaped diffusers folder and converting it to our checkpoint")
         random_sd.write_random_sd(Path(tmp) / "random-sd")
-        model = checkpoint.load(Path(tmp) / "random-sd")
-        checkpoint.save(Path(tmp) / "ckpt", model.params, model.configs, model.tokenizer_dir)
-        model = checkpoint.load(Path(tmp) / "ckpt")
+        model = bundle.load(Path(tmp) / "random-sd")
+        bundle.save(Path(tmp) / "ckpt", model.params, model.configs, model.tokenizer_dir)
+        model = bundle.load(Path(tmp) / "ckpt")
         ids = tokenizer.tokenize(tokenizer.load_tokenizer(model.tokenizer_dir), ["a photo of an astronaut"])
     print("2/4 random OSEDiff LoRA (rank 4) merged into the UNet and the VAE encoder")
-    w = osediff_weights.new(jax.random.key(0), model.params["unet"], model.params["vae"], model.params["unet"])
+    w = osediff_pkl.new(jax.random.key(0), model.params["unet"], model.params["vae"], model.params["unet"])
     unet, vae = jax.jit(w.merge)(model.params["unet"], model.params["vae"])
 
     print("3/4 the LQ: scikit-image's astronaut, downscaled 4x, upsampled back with PIL bicubic")
@@ -54,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     up = np.asarray(lq.resize((args.size, args.size), Image.BICUBIC))
 
     print("4/4 text encoder, then the jitted one-step generator")
-    emb = jax.jit(generator.encode_prompt, static_argnums=0)(model.modules["text_encoder"],
+    emb = jax.jit(encode_prompt, static_argnums=0)(model.modules["text_encoder"],
                                                               model.params["text_encoder"], ids)
-    fn = jax.jit(tiling.make_upscale_fn(model.modules["unet"], model.modules["vae"], model.alphas_cumprod))
-    sr = fn({"unet": unet, "vae": vae}, imageio.to_float(up)[None], emb)
-    imageio.write_png(out / "lq.png", np.asarray(lq))
-    imageio.write_png(out / "bicubic.png", up)
-    imageio.write_png(out / "sr.png", imageio.from_float(np.asarray(sr[0])))
+    fn = jax.jit(make_upscale_fn(model.modules["unet"], model.modules["vae"], model.alphas_cumprod))
+    sr = fn({"unet": unet, "vae": vae}, images.to_float(up)[None], emb)
+    images.write_png(out / "lq.png", np.asarray(lq))
+    images.write_png(out / "bicubic.png", up)
+    images.write_png(out / "sr.png", images.from_float(np.asarray(sr[0])))
     print(f"wrote {out}/lq.png, bicubic.png, sr.png ({args.size}x{args.size}) in {time.time() - start:.0f} s.\n"
           "The weights were random, so sr.png is not a super-resolved photo: for real results convert the "
           "SD-2.1-base weights and the authors' osediff.pkl (README, 'Real weights').")

@@ -13,87 +13,23 @@ and kept. The prompt is --prompt as given: the authors prepend tags from their D
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm import tqdm
 
-from osediff_jax import checkpoint, color_fix, generator, imageio, osediff_weights, resize, tiling, tokenizer, weights
+from osediff_jax.files import images
+from osediff_jax.inference import color_fix
+from osediff_jax.inference.pipeline import UpscaleError, load_upscaler, upscale_image
+from osediff_jax.weights.torch_format import CheckpointError
 
 USAGE_ERROR = 2
-# ITU-R 601 luma, PIL's convert("L"): the network's RGB output becomes gray with the weights that
-# turned the user's gray image into the RGB the network saw.
-_LUMA = np.array([0.299, 0.587, 0.114])
-
-
-class UpscaleError(ValueError):
-    """An image the network could not upscale; the caller names the file."""
-
-
-@dataclasses.dataclass
-class Network:
-    """The jitted upscale function (compiled once per input shape) and what it is applied with."""
-
-    fn: Callable[..., jax.Array]
-    params: dict[str, Any]
-    prompt_embeds: jax.Array
-
-
-def load_network(args: argparse.Namespace) -> Network:
-    dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
-    if args.checkpoint:
-        model = checkpoint.load(args.checkpoint, dtype=dtype)
-        if "osediff" not in model.configs:
-            raise weights.CheckpointError(
-                f"{args.checkpoint}: an SD checkpoint without OSEDiff weights; make a merged one with "
-                f"`python -m osediff_jax.convert merge`, or give --sd-path and --osediff-ckpt")
-        params = {"unet": model.params["unet"], "vae": model.params["vae"]}
-    else:
-        model = checkpoint.load(args.sd_path, dtype=dtype)
-        w = osediff_weights.load(args.osediff_ckpt, model.params["unet"], model.params["vae"])
-        # Jitted: one compiled program instead of thousands of small eager ops.
-        params = dict(zip(("unet", "vae"), jax.jit(w.merge)(model.params["unet"], model.params["vae"])))
-    ids = tokenizer.tokenize(tokenizer.load_tokenizer(model.tokenizer_dir), [args.prompt])
-    embeds = jax.jit(generator.encode_prompt, static_argnums=0)(model.modules["text_encoder"],
-                                                                 model.params["text_encoder"], ids)
-    fn = tiling.make_upscale_fn(model.modules["unet"], model.modules["vae"], model.alphas_cumprod,
-                                color_fix=args.color_fix, latent_tile=args.tile, latent_overlap=args.tile_overlap)
-    return Network(jax.jit(fn), params, embeds)
-
-
-def upsample(pixels: np.ndarray, scale: int) -> np.ndarray:
-    """HxWxC (C = 1 or 3) uint8/uint16 -> (scale H)x(scale W)xC float32 in [0, 1], PIL bicubic: on
-    the 8-bit image itself as the authors do, in float ('F' mode, per channel) for 16-bit."""
-    size = (pixels.shape[0] * scale, pixels.shape[1] * scale)
-    if pixels.dtype == np.uint8:
-        return imageio.to_float(resize.pil_bicubic_8bit(pixels, size))
-    return np.clip(resize.pil_bicubic_float(pixels.astype(np.float32), size) / np.float32(65535.0), 0.0, 1.0)
-
-
-def upscale_image(net: Network, decoded: imageio.Decoded, scale: int, key: jax.Array | None
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(rgb, alpha) of the output, in the input's bit depth; gray inputs give gray (equal) channels."""
-    lq = upsample(decoded.rgb, scale)
-    sr = np.asarray(net.fn(net.params, jnp.asarray(lq[None]), net.prompt_embeds, key)[0], np.float32)
-    if not np.isfinite(sr).all():
-        h, w = sr.shape[:2]
-        why = "the adain colour fix needs at least 2 pixels" if h * w == 1 else "try --dtype float32"
-        raise UpscaleError(f"the network's {w}x{h} output is not finite ({why})")
-    if decoded.gray:
-        sr = np.repeat((sr.astype(np.float64) @ _LUMA)[..., None], 3, axis=-1)
-    alpha = None
-    if decoded.alpha is not None:
-        alpha = imageio.from_float(upsample(decoded.alpha[..., None], scale)[..., 0], decoded.bits)
-    return imageio.from_float(sr, decoded.bits), alpha
 
 
 def _inputs(src: Path) -> list[Path]:
-    return imageio.list_images(src) if src.is_dir() else [src]
+    return images.list_images(src) if src.is_dir() else [src]
 
 
 def _check_paths(src: Path, out: Path) -> str | None:
@@ -150,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     problem = _check_paths(src, out)
     files = [] if problem else _inputs(src)
     if not problem and not files:
-        problem = f"{src}: no images ({', '.join(imageio.SUFFIXES)})"
+        problem = f"{src}: no images ({', '.join(images.SUFFIXES)})"
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return USAGE_ERROR
     try:
-        net = load_network(args)
-    except (weights.CheckpointError, FileNotFoundError, ValueError) as e:
+        net = load_upscaler(checkpoint=args.checkpoint, sd_path=args.sd_path, osediff=args.osediff_ckpt,
+                            prompt=args.prompt, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
+                            color_fix=args.color_fix, tile=args.tile, tile_overlap=args.tile_overlap)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return USAGE_ERROR
 
@@ -168,15 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if dst in written:
                 raise UpscaleError(f"its output {dst} is already written from {written[dst]}")
-            decoded = imageio.decode(path)
+            decoded = images.decode(path)
             key = None if args.posterior == "mean" else jax.random.fold_in(seed_key, i)
             rgb, alpha = upscale_image(net, decoded, args.scale, key)
-        except (imageio.ImageReadError, UpscaleError) as e:
-            message = str(e) if isinstance(e, imageio.ImageReadError) else f"{path}: {e}"  # the former names the file
+        except (images.ImageReadError, UpscaleError) as e:
+            message = str(e) if isinstance(e, images.ImageReadError) else f"{path}: {e}"  # the former names the file
             failed.append(message)
             tqdm.write(f"skipped: {message}", file=sys.stderr)
             continue
-        imageio.write_png(dst, rgb, alpha, gray=decoded.gray)
+        images.write_png(dst, rgb, alpha, gray=decoded.gray)
         written[dst] = path
 
     print(f"upscaled {len(written)} of {len(files)} image(s) into {out}", file=sys.stderr)

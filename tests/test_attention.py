@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from osediff_jax import attention
+from osediff_jax.models import attention
 
 
 def test_cudnn_falls_back_to_xla_where_it_does_not_apply():

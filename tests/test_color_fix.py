@@ -1,9 +1,10 @@
-"""Colour fixes against FACTS section 2's formulas, computed independently here in float64 NumPy."""
+"""Colour fixes against the formulas of the authors' `my_utils/wavelet_color_fix.py` (adain and
+wavelet), computed independently here in float64 NumPy."""
 
 import numpy as np
 import pytest
 
-from osediff_jax import color_fix
+from osediff_jax.inference import color_fix
 
 RNG = np.random.default_rng(0)
 

@@ -11,8 +11,11 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.numpy import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from osediff_jax import convert, random_sd
-from sd_reference import SMALL_UNET, SMALL_VAE, nchw, randomize_
+from osediff_jax import convert
+from osediff_jax.weights import random_sd
+from tests.references.sd import SMALL_UNET, SMALL_VAE, nchw, randomize_
+
+pytestmark = pytest.mark.reference
 
 torch.set_grad_enabled(False)
 LEGACY = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}

@@ -2,12 +2,17 @@
 
 import jax
 import numpy as np
+import pytest
 import torch
 
-from osediff_jax import checkpoint, convert, generator, osediff_weights, random_sd, sd
+from osediff_jax import convert
+from osediff_jax.inference import sr
+from osediff_jax.weights import bundle, diffusers_format, osediff_pkl, random_sd
+
+pytestmark = pytest.mark.reference
 
 
-def _trained(w: osediff_weights.OSEDiffWeights, seed: int) -> osediff_weights.OSEDiffWeights:
+def _trained(w: osediff_pkl.OSEDiffWeights, seed: int) -> osediff_pkl.OSEDiffWeights:
     """Non-zero B everywhere, as after training."""
     rng = np.random.default_rng(seed)
     bump = lambda t: jax.tree.map(lambda x: np.asarray(x) + 0.05 * rng.standard_normal(x.shape).astype(np.float32), t)
@@ -17,9 +22,9 @@ def _trained(w: osediff_weights.OSEDiffWeights, seed: int) -> osediff_weights.OS
 
 def test_cli_round_trip_and_merged_checkpoint(tmp_path):
     random_sd.write_random_sd(tmp_path / "sd", seed=4)
-    base = sd.load_diffusers(tmp_path / "sd")
-    w = _trained(osediff_weights.new(jax.random.key(0), base.params["unet"], base.params["vae"], base.params["unet"]), 1)
-    osediff_weights.write_pkl(w, tmp_path / "osediff.pkl")
+    base = diffusers_format.load_diffusers(tmp_path / "sd")
+    w = _trained(osediff_pkl.new(jax.random.key(0), base.params["unet"], base.params["vae"], base.params["unet"]), 1)
+    osediff_pkl.write_pkl(w, tmp_path / "osediff.pkl")
 
     run = lambda *a: convert.main([str(x) for x in a])
     assert run("osediff", "--sd-path", tmp_path / "sd", "--src", tmp_path / "osediff.pkl", "--dst", tmp_path / "od") == 0
@@ -32,10 +37,10 @@ def test_cli_round_trip_and_merged_checkpoint(tmp_path):
     assert run("sd", "--src", tmp_path / "sd", "--dst", tmp_path / "sd-ckpt") == 0
     assert run("merge", "--sd-path", tmp_path / "sd-ckpt", "--osediff", tmp_path / "osediff.pkl",
                "--dst", tmp_path / "merged") == 0
-    merged = checkpoint.load(tmp_path / "merged")
+    merged = bundle.load(tmp_path / "merged")
     lq = np.random.default_rng(2).uniform(0, 1, (1, 32, 24, 3)).astype(np.float32)
     emb = np.random.default_rng(3).standard_normal((1, 77, 64)).astype(np.float32)
-    sr_fn = jax.jit(generator.make_sr_fn(merged.modules["unet"], merged.modules["vae"], merged.alphas_cumprod))
+    sr_fn = jax.jit(sr.make_sr_fn(merged.modules["unet"], merged.modules["vae"], merged.alphas_cumprod))
     from_ckpt = sr_fn({"unet": merged.params["unet"], "vae": merged.params["vae"]}, lq, emb)
     unet, vae = jax.jit(w.merge)(base.params["unet"], base.params["vae"])
     in_memory = sr_fn({"unet": unet, "vae": vae}, lq, emb)

@@ -7,8 +7,8 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from osediff_jax import data
-from osediff_jax.imageio import read_rgb, write_png
+from osediff_jax.data import hq_images
+from osediff_jax.files.images import read_rgb, write_png
 
 CROP = 32
 
@@ -42,7 +42,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(folder, tmp_path_factory):
     root, _ = folder
-    return data.build_dataset([data.Source(str(root))], tmp_path_factory.mktemp("tfds"), "test", min_size=CROP)
+    return hq_images.build_dataset([hq_images.Source(str(root))], tmp_path_factory.mktemp("tfds"), "test", min_size=CROP)
 
 
 def test_build_counts_and_reports_everything_left_out(folder, built):
@@ -52,7 +52,7 @@ def test_build_counts_and_reports_everything_left_out(folder, built):
     assert sorted(report.too_small) == sorted(str(root / "small" / n) for n in ("narrow.png", "tiny.png"))
     assert sorted(report.unreadable) == sorted([str(root / "0000000" / "broken.png"), str(root / "0000001" / "empty.jpg")])
     assert sorted(report.non_image) == sorted([str(root / "README.txt"), str(root / "0000002" / "meta.json")])
-    saved = json.loads((dataset_dir / data.REPORT).read_text())
+    saved = json.loads((dataset_dir / hq_images.REPORT).read_text())
     assert saved["stored"] == len(good) and len(saved["unreadable"]) == 2
     assert any(p.name.startswith("hq_images-train.array_record") for p in dataset_dir.iterdir())
 
@@ -70,10 +70,10 @@ def test_list_file_source_with_limit(folder, tmp_path):
     listing = tmp_path / "list.txt"
     (tmp_path / "x").symlink_to(root)  # list entries relative to the list file's folder
     listing.write_text("\n".join(f"x/{p.relative_to(root)}" for p in good[:5]) + "\n")
-    _, report = data.build_dataset([data.Source(str(listing), limit=3)], tmp_path / "tfds", "listed", min_size=CROP)
+    _, report = hq_images.build_dataset([hq_images.Source(str(listing), limit=3)], tmp_path / "tfds", "listed", min_size=CROP)
     assert report.stored == 3 and not report.unreadable and not report.too_small
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        data.build_dataset([data.Source(str(tmp_path / "missing"))], tmp_path / "tfds", "missing", min_size=CROP)
+        hq_images.build_dataset([hq_images.Source(str(tmp_path / "missing"))], tmp_path / "tfds", "missing", min_size=CROP)
 
 
 def _take(iterator, n):
@@ -81,7 +81,7 @@ def _take(iterator, n):
 
 
 def test_loader_batches_crops_and_flips(built):
-    loader = data.make_loader(built[0], batch_size=4, crop=CROP, seed=1, shard_index=0, shard_count=1)
+    loader = hq_images.make_loader(built[0], batch_size=4, crop=CROP, seed=1, shard_index=0, shard_count=1)
     batch = next(iter(loader))
     assert batch["gt"].shape == (4, CROP, CROP, 3) and batch["gt"].dtype == np.uint8
     # Each crop is a window of its source image, possibly mirrored.
@@ -97,7 +97,7 @@ def test_loader_batches_crops_and_flips(built):
 
 
 def test_state_restore_resumes_the_exact_sequence(built):
-    make = lambda: data.make_loader(built[0], batch_size=3, crop=CROP, seed=5, shard_index=0, shard_count=1)
+    make = lambda: hq_images.make_loader(built[0], batch_size=3, crop=CROP, seed=5, shard_index=0, shard_count=1)
     it = iter(make())
     _take(it, 4)  # mid-epoch (10 records, 3 per batch) and into the second epoch below
     state = it.get_state()
@@ -116,7 +116,7 @@ def test_state_restore_resumes_the_exact_sequence(built):
 def test_hosts_read_disjoint_shards(built):
     paths = []
     for index in range(2):
-        loader = data.make_loader(
+        loader = hq_images.make_loader(
             built[0], batch_size=1, crop=CROP, seed=2, shard_index=index, shard_count=2, num_epochs=1
         )
         paths.append({str(b["path"][0]) for b in loader})
@@ -125,6 +125,6 @@ def test_hosts_read_disjoint_shards(built):
 
 
 def test_crop_larger_than_stored_image_is_a_clear_error(built):
-    loader = data.make_loader(built[0], batch_size=1, crop=200, seed=0, shard_index=0, shard_count=1)
+    loader = hq_images.make_loader(built[0], batch_size=1, crop=200, seed=0, shard_index=0, shard_count=1)
     with pytest.raises(Exception, match="smaller than the crop 200"):
         next(iter(loader))

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from degradation_ref import degradations as ref
-from degradation_ref import filter2D, photos
-from osediff_jax import degradation as deg
+from osediff_jax.data import degradation as deg
+from tests.references.degradation import degradations as ref
+from tests.references.degradation import filter2D, photos
+
+pytestmark = pytest.mark.reference
 
 TOL = 1e-5
 

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from degradation_ref import NoiseRecorder, photos, reference_degrade
-from osediff_jax import degradation as deg
+from osediff_jax.data import degradation as deg
+from tests.references.degradation import NoiseRecorder, photos, reference_degrade
+
+pytestmark = pytest.mark.reference
 
 N, SIZE = 6, 512
 CFG = deg.DegradationConfig()

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from osediff_jax import degradation as deg
+from osediff_jax.data import degradation as deg
 
 N = 20_000
 CFG = deg.DegradationConfig()

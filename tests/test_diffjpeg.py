@@ -6,9 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from degradation_ref import diffjpeg as ref_jpeg
-from degradation_ref import photos
-from osediff_jax.diffjpeg import decode_coefficients, diffjpeg, jpeg_coefficients, quality_to_factor
+from osediff_jax.data.diffjpeg import (
+    decode_coefficients,
+    diffjpeg,
+    jpeg_coefficients,
+    quality_to_factor,
+)
+from tests.references.degradation import diffjpeg as ref_jpeg
+from tests.references.degradation import photos
+
+pytestmark = pytest.mark.reference
 
 QUALITIES = np.array([30.0, 41.37, 49.99, 50.0, 63.2, 77.7, 88.8, 95.0], np.float32)
 

@@ -11,13 +11,20 @@ import torch
 import torchvision
 
 from osediff_jax import evaluate as ev
-from osediff_jax.imageio import read_rgb, write_png
+from osediff_jax.files.images import read_rgb, write_png
 from osediff_jax.metrics.dists import dists_distance, dists_params
-from osediff_jax.metrics.fid import fid_from_features, inception_features, inception_params, preprocess
+from osediff_jax.metrics.fid import (
+    fid_from_features,
+    inception_features,
+    inception_params,
+    preprocess,
+)
 from osediff_jax.metrics.lpips import lpips_distance, lpips_params
 from osediff_jax.metrics.niqe import niqe
 from osediff_jax.metrics.psnr_ssim import psnr, ssim
-from test_metrics_nets import random_fid_inception
+from tests.test_metrics_nets import random_fid_inception
+
+pytestmark = pytest.mark.reference
 
 
 def make_pairs(root, n=3, size=(104, 200)):

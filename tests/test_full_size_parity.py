@@ -10,10 +10,18 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from osediff_jax import sd
-from sd_reference import SHARED_SD, nchw, nhwc, randomize_, rel_err, shared_config
+from osediff_jax.weights import diffusers_format
+from tests.references.sd import (
+    SHARED_SD,
+    nchw,
+    nhwc,
+    randomize_,
+    rel_err,
+    shared_config,
+)
 
-pytestmark = pytest.mark.skipif(not SHARED_SD.is_dir(), reason="needs ../shared/reference/sd21-base")
+pytestmark = [pytest.mark.reference,
+              pytest.mark.skipif(not SHARED_SD.is_dir(), reason="needs ../shared/reference/sd21-base")]
 torch.set_grad_enabled(False)
 MAX_RSS_GB = 14.0
 
@@ -32,7 +40,7 @@ def test_full_unet(tmp_path):
     del ref
     gc.collect()
 
-    module, params, _ = sd.load_component(tmp_path, "unet")
+    module, params, _ = diffusers_format.load_component(tmp_path, "unet")
     got = jax.jit(module.apply)({"params": params}, x, np.array([999]), ctx)
     err = rel_err(got, want)
     print(f"full UNet rel err {err:.2e}, peak RSS {_peak_rss_gb():.1f} GB")
@@ -49,7 +57,7 @@ def test_full_vae(tmp_path):
     del ref, post
     gc.collect()
 
-    module, params, _ = sd.load_component(tmp_path, "vae")
+    module, params, _ = diffusers_format.load_component(tmp_path, "vae")
     mean, _ = jax.jit(lambda p, x: module.apply({"params": p}, x, method="encode"))(params, x)
     img = jax.jit(lambda p, z: module.apply({"params": p}, z, method="decode"))(params, want_mean)
     print(f"full VAE rel err: mean {rel_err(mean, want_mean):.2e}, decode {rel_err(img, want_img):.2e}")

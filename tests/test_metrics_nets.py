@@ -13,8 +13,15 @@ import torchvision
 
 from osediff_jax.metrics import weights
 from osediff_jax.metrics.dists import DISTS, dists_params
-from osediff_jax.metrics.fid import InceptionV3FID, fid_from_features, inception_params, preprocess
+from osediff_jax.metrics.fid import (
+    InceptionV3FID,
+    fid_from_features,
+    inception_params,
+    preprocess,
+)
 from osediff_jax.metrics.lpips import LPIPS, lpips_distance, lpips_params
+
+pytestmark = pytest.mark.reference
 
 RTOL = 1e-5  # max |ours - reference| / max |reference|, float32 on both sides
 

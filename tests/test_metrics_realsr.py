@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from conftest import SHARED
-from osediff_jax.imageio import read_rgb
+from osediff_jax.files.images import read_rgb
 from osediff_jax.metrics.niqe import niqe
 from osediff_jax.metrics.psnr_ssim import psnr, ssim
+from tests.references import SHARED
 
 REALSR = SHARED / "data" / "realsr"
 pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="../shared is absent (outside CI)")

@@ -7,19 +7,30 @@ import numpy as np
 import pytest
 import torch
 
-import osediff_reference as ref_lib
-from osediff_jax import generator, lora, osediff_weights, schedule, sd
-from sd_reference import SHARED_SD, SMALL_UNET, SMALL_VAE, nchw, nhwc, shared_config
+from osediff_jax.inference import sr
+from osediff_jax.models import lora, schedule
+from osediff_jax.weights import diffusers_format, osediff_pkl
+from tests.references import osediff as ref_lib
+from tests.references.sd import (
+    SHARED_SD,
+    SMALL_UNET,
+    SMALL_VAE,
+    nchw,
+    nhwc,
+    shared_config,
+)
+
+pytestmark = pytest.mark.reference
 
 torch.set_grad_enabled(False)
 
 
 def _ours(folder, lq01, prompt_embeds):
-    unet, unet_params, _ = sd.load_component(folder, "unet")
-    vae, vae_params, _ = sd.load_component(folder, "vae")
-    w = osediff_weights.read_pkl(folder / "osediff.pkl", unet_params, vae_params)
+    unet, unet_params, _ = diffusers_format.load_component(folder, "unet")
+    vae, vae_params, _ = diffusers_format.load_component(folder, "vae")
+    w = osediff_pkl.read_pkl(folder / "osediff.pkl", unet_params, vae_params)
     params = dict(zip(("unet", "vae"), w.merge(unet_params, vae_params)))
-    sr_fn = generator.make_sr_fn(unet, vae, schedule.alphas_cumprod(), color_fix="none")
+    sr_fn = sr.make_sr_fn(unet, vae, schedule.alphas_cumprod(), color_fix="none")
     return np.asarray(jax.jit(sr_fn)(params, lq01, prompt_embeds)) * 2 - 1, w, unet_params, vae_params
 
 
@@ -42,11 +53,11 @@ def test_small_pipeline_matches_authors(tmp_path, size):
 
 def test_export_round_trip_is_bit_exact(tmp_path):
     ref_lib.build(SMALL_UNET, SMALL_VAE, tmp_path, seed=11)
-    _, unet_params, _ = sd.load_component(tmp_path, "unet")
-    _, vae_params, _ = sd.load_component(tmp_path, "vae")
-    w = osediff_weights.read_pkl(tmp_path / "osediff.pkl", unet_params, vae_params)
-    osediff_weights.save(w, tmp_path / "converted")
-    osediff_weights.write_pkl(osediff_weights.load(tmp_path / "converted"), tmp_path / "again.pkl")
+    _, unet_params, _ = diffusers_format.load_component(tmp_path, "unet")
+    _, vae_params, _ = diffusers_format.load_component(tmp_path, "vae")
+    w = osediff_pkl.read_pkl(tmp_path / "osediff.pkl", unet_params, vae_params)
+    osediff_pkl.save(w, tmp_path / "converted")
+    osediff_pkl.write_pkl(osediff_pkl.load(tmp_path / "converted"), tmp_path / "again.pkl")
     a, b = (torch.load(tmp_path / f, weights_only=True) for f in ("osediff.pkl", "again.pkl"))
     assert sorted(a) == sorted(b)
     for k in a:

@@ -6,12 +6,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from degradation_ref import photos
 from PIL import Image
 
-from osediff_jax import resize
-from osediff_jax.resize import MODES, apply_resize, interpolate, resize_matrix, scaled_size
+from osediff_jax.data import resize
+from osediff_jax.data.resize import (
+    MODES,
+    apply_resize,
+    interpolate,
+    resize_matrix,
+    scaled_size,
+)
+from tests.references.degradation import photos
+
+pytestmark = pytest.mark.reference
 
 
 @pytest.fixture(scope="module")

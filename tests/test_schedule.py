@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from osediff_jax import schedule
+from osediff_jax.models import schedule
 
 
 def test_alpha_bar_999_matches_sd21():
@@ -11,6 +11,7 @@ def test_alpha_bar_999_matches_sd21():
     assert np.all(np.diff(a) < 0)
 
 
+@pytest.mark.reference
 def test_matches_diffusers_ddpm_scheduler():
     import diffusers
     ref = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)

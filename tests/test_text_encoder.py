@@ -12,9 +12,11 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-from osediff_jax import sd
 from osediff_jax.models.text_encoder import CLIPTextModel
-from sd_reference import SHARED_SD, randomize_, rel_err
+from osediff_jax.weights import diffusers_format
+from tests.references.sd import SHARED_SD, randomize_, rel_err
+
+pytestmark = pytest.mark.reference
 
 torch.set_grad_enabled(False)
 
@@ -51,7 +53,7 @@ def save_reference(config: dict, folder, seed: int, legacy_names: bool) -> trans
 
 
 def load_ours(folder, dtype=jnp.float32):
-    return sd.load_component(folder, "text_encoder", dtype=dtype)[:2]
+    return diffusers_format.load_component(folder, "text_encoder", dtype=dtype)[:2]
 
 
 def run(module: CLIPTextModel, params: dict, ids: np.ndarray) -> jax.Array:

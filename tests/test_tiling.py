@@ -6,14 +6,16 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from osediff_jax import attention, generator, random_sd, sd, tiling
+from osediff_jax.inference import sr, tiling
+from osediff_jax.models import attention
+from osediff_jax.weights import diffusers_format, random_sd
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sd") / "random-sd"
     random_sd.write_random_sd(folder, seed=3)
-    m = sd.load_diffusers(folder, ("unet", "vae"))
+    m = diffusers_format.load_diffusers(folder, ("unet", "vae"))
     emb = np.random.default_rng(0).standard_normal((1, 77, 64)).astype(np.float32)
     return m, {"unet": m.params["unet"], "vae": m.params["vae"]}, emb
 
@@ -57,7 +59,7 @@ def test_output_size_is_input_size(model, size):
 def test_untiled_path_is_sr_fn(model):
     m, params, emb = model
     lq = np.random.default_rng(2).uniform(0, 1, (2, 48, 40, 3)).astype(np.float32)
-    sr_fn = jax.jit(generator.make_sr_fn(m.modules["unet"], m.modules["vae"], m.alphas_cumprod, color_fix="none"))
+    sr_fn = jax.jit(sr.make_sr_fn(m.modules["unet"], m.modules["vae"], m.alphas_cumprod, color_fix="none"))
     np.testing.assert_array_equal(np.asarray(_fn(m)(params, lq, emb)), np.asarray(sr_fn(params, lq, emb)))
 
 

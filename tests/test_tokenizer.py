@@ -5,12 +5,14 @@ import json
 import shutil
 
 import numpy as np
-import pytest
-
 import open_clip
-from conftest import SHARED
+import pytest
 from open_clip.tokenizer import bytes_to_unicode, default_bpe
-from osediff_jax.tokenizer import CONTEXT_LENGTH, load_tokenizer, tokenize
+
+from osediff_jax.models.tokenizer import CONTEXT_LENGTH, load_tokenizer, tokenize
+from tests.references import SHARED
+
+pytestmark = pytest.mark.reference
 
 SD21_TOKENIZER = SHARED / "reference" / "sd21-base" / "tokenizer"
 

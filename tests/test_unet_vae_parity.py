@@ -7,8 +7,10 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from osediff_jax import sd
-from sd_reference import SMALL_UNET, SMALL_VAE, nchw, nhwc, randomize_, rel_err
+from osediff_jax.weights import diffusers_format
+from tests.references.sd import SMALL_UNET, SMALL_VAE, nchw, nhwc, randomize_, rel_err
+
+pytestmark = pytest.mark.reference
 
 torch.set_grad_enabled(False)
 
@@ -23,7 +25,7 @@ def test_small_unet_matches_diffusers(tmp_path, linear_projection, size, fmt):
     t = np.array([999, 17])
     want = nhwc(ref(nchw(x), torch.from_numpy(t), torch.from_numpy(ctx)).sample)
 
-    module, params, _ = sd.load_component(tmp_path, "unet")
+    module, params, _ = diffusers_format.load_component(tmp_path, "unet")
     got = jax.jit(module.apply)({"params": params}, x, t, ctx)
     assert got.shape == want.shape
     assert rel_err(got, want) <= 1e-5
@@ -37,7 +39,7 @@ def test_small_vae_matches_diffusers(tmp_path):
     z = np.random.default_rng(2).standard_normal((1, 5, 3, 4)).astype(np.float32)
     want_dec = nhwc(ref.decode(nchw(z)).sample)
 
-    module, params, _ = sd.load_component(tmp_path, "vae")
+    module, params, _ = diffusers_format.load_component(tmp_path, "vae")
     mean, logvar = jax.jit(lambda p, x: module.apply({"params": p}, x, method="encode"))(params, x)
     dec = jax.jit(lambda p, z: module.apply({"params": p}, z, method="decode"))(params, z)
     assert rel_err(mean, nhwc(post.mean)) <= 1e-5

@@ -17,8 +17,13 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache
 from PIL import Image, ImageOps
 
-from osediff_jax import checkpoint, convert, lora, osediff_weights, png16, random_sd, tiling, upscale
+from osediff_jax import convert, upscale
+from osediff_jax.inference import pipeline
+from osediff_jax.models import lora
+from osediff_jax.weights import bundle, osediff_pkl, random_sd
+from tests.references import png as png_ref
 
+pytestmark = pytest.mark.reference  # osediff.pkl, the authors' format, is written with torch
 RNG = np.random.default_rng(0)
 ROOT = Path(__file__).resolve().parents[1]
 RANK = 4
@@ -54,16 +59,16 @@ def models(tmp_path_factory) -> Path:
     merged/ (`convert merge`)."""
     root = tmp_path_factory.mktemp("models")
     random_sd.write_random_sd(root / "sd", seed=0)
-    model = checkpoint.load(root / "sd")
+    model = bundle.load(root / "sd")
     unet, vae = model.params["unet"], model.params["vae"]
     rng = np.random.default_rng(2)
     unet_modules, vae_modules = lora.unet_target_lists(unet), lora.vae_target_list(vae)
     conv_in = {k: np.asarray(v) + 0.05 * rng.standard_normal(v.shape).astype(np.float32)
                for k, v in unet["conv_in"].items()}
-    w = osediff_weights.OSEDiffWeights(
+    w = osediff_pkl.OSEDiffWeights(
         _random_lora(unet, [m for ms in unet_modules.values() for m in ms], rng),
         _random_lora(vae, vae_modules, rng), conv_in, RANK, RANK, unet_modules, vae_modules)
-    osediff_weights.write_pkl(w, root / "osediff.pkl")
+    osediff_pkl.write_pkl(w, root / "osediff.pkl")
     for argv in (["merge", "--sd-path", root / "sd", "--osediff", root / "osediff.pkl", "--dst", root / "merged"],
                  ["sd", "--src", root / "sd", "--dst", root / "sd-converted"],
                  ["osediff", "--sd-path", root / "sd", "--src", root / "osediff.pkl", "--dst", root / "osediff"]):
@@ -89,13 +94,13 @@ class Run:
     stderr: str
     traces: int
     network_inputs: list[np.ndarray]
-    net: upscale.Network
+    net: pipeline.Upscaler
 
 
 def run_cli(argv: list[str]) -> Run:
     """main(argv), recording how often the network is traced (= compiled) and what it is fed."""
     traces, seen, nets = [0], [], []
-    make, load = tiling.make_upscale_fn, upscale.load_network
+    make, load = pipeline.make_upscale_fn, upscale.load_upscaler
 
     def counting_make(*args, **kw):
         fn = make(*args, **kw)
@@ -105,8 +110,8 @@ def run_cli(argv: list[str]) -> Run:
             return fn(*a)
         return traced
 
-    def recording_load(args):
-        net = load(args)
+    def recording_load(**kw):
+        net = load(**kw)
         nets.append(net)
 
         def fn(params, lq, embeds, key):
@@ -116,8 +121,8 @@ def run_cli(argv: list[str]) -> Run:
 
     err = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
-        mp.setattr(tiling, "make_upscale_fn", counting_make)
-        mp.setattr(upscale, "load_network", recording_load)
+        mp.setattr(pipeline, "make_upscale_fn", counting_make)
+        mp.setattr(upscale, "load_upscaler", recording_load)
         rc = upscale.main(argv)
     return Run(rc, err.getvalue(), traces[0], seen, nets[0] if nets else None)
 
@@ -148,7 +153,7 @@ def mix(tmp_path_factory) -> Path:
     Image.fromarray(_smooth(8, 8, 4, 255).astype(np.uint8), "RGBA").save(d / "rgba.png")
     Image.fromarray(_smooth(8, 8, 1, 255)[..., 0].astype(np.uint8), "L").save(d / "gray.jpg", quality=95)
     Image.fromarray(_smooth(8, 8, 1, 65535)[..., 0].astype(np.uint16)).save(d / "g16.png")
-    (d / "c16.png").write_bytes(png16.encode(_smooth(8, 8, 3, 65535).astype(np.uint16)))
+    (d / "c16.png").write_bytes(png_ref.encode(_smooth(8, 8, 3, 65535).astype(np.uint16)))
     Image.fromarray(_smooth(8, 8, 3, 255).astype(np.uint8)).save(d / "lossless.webp", lossless=True)
     Image.fromarray(_smooth(8, 8, 3, 255).astype(np.uint8)).save(d / "t.tif")
     exif = Image.Exif()
@@ -258,8 +263,8 @@ def test_16bit_in_16bit_out(mix_run, mix):
     want = np.rint(np.clip(sr @ LUMA, 0, 1) * 65535)
     np.testing.assert_array_equal(np.asarray(got), want.astype(np.uint16))
 
-    c16 = png16.read(mix / "c16.png")
-    got = png16.read(out / "c16.png")
+    c16 = png_ref.read(mix / "c16.png")
+    got = png_ref.read(out / "c16.png")
     assert got.dtype == np.uint16 and got.shape == (32, 32, 3)
     assert np.any(got % 257 != 0)  # really 16-bit, not 8-bit values scaled up
     want = np.rint(np.clip(_net(run, _pil_float_lq(c16)).astype(np.float64), 0, 1) * 65535).astype(np.uint16)

@@ -4,9 +4,9 @@ torchvision layer index (`features_N` <-> `features.N`)."""
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import numpy as np
 
 # (layer index, output channels) per stage; a 2x2 pool precedes every stage but the first.

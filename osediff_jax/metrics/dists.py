@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from osediff_jax.metrics.backbones import VGG16Features, torchvision_key
-from osediff_jax.metrics.weights import fill_params, load_state_dict, weight_path
+from osediff_jax.metrics.weights import load_params, weight_path
 
 VGG_FILE = "vgg16-397923af.pth"
 ALPHA_BETA_FILE = "dists_weights.pt"
@@ -63,7 +63,6 @@ def dists_params(weights_dir: str | os.PathLike | None) -> dict:
     template = jax.eval_shape(DISTS().init, jax.random.key(0), x, x)["params"]
     vgg_path = weight_path(weights_dir, VGG_FILE)
     ab_path = weight_path(weights_dir, ALPHA_BETA_FILE)
-    params = {"backbone": fill_params(template["backbone"], torchvision_key, load_state_dict(vgg_path), vgg_path)}
-    params.update(fill_params({"alpha": template["alpha"], "beta": template["beta"]}, lambda n: n[0],
-                              load_state_dict(ab_path), ab_path))
+    params = {"backbone": load_params(template["backbone"], vgg_path, torchvision_key)}
+    params.update(load_params({"alpha": template["alpha"], "beta": template["beta"]}, ab_path, lambda n: n[0]))
     return params

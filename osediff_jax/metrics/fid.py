@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import linalg
 
-from osediff_jax.metrics.weights import fill_params, load_state_dict, weight_path
-from osediff_jax.resize import pil_bicubic_float
+from osediff_jax.data.resize import pil_bicubic_float
+from osediff_jax.metrics.weights import load_params, weight_path
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 SIZE = 299
@@ -156,7 +156,7 @@ def inception_params(weights_dir: str | os.PathLike | None) -> dict:
     x = jax.ShapeDtypeStruct((1, SIZE, SIZE, 3), jnp.float32)
     template = jax.eval_shape(InceptionV3FID().init, jax.random.key(0), x)["params"]
     path = weight_path(weights_dir, WEIGHTS_FILE)
-    return fill_params(template, _torch_key, load_state_dict(path), path)
+    return load_params(template, path, _torch_key)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,

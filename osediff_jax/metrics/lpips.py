@@ -16,8 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osediff_jax.metrics.backbones import AlexNetFeatures, VGG16Features, torchvision_key
-from osediff_jax.metrics.weights import fill_params, load_state_dict, weight_path
+from osediff_jax.metrics.backbones import (
+    AlexNetFeatures,
+    VGG16Features,
+    torchvision_key,
+)
+from osediff_jax.metrics.weights import load_params, weight_path
 
 BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 LIN_FILES = {"alex": "lpips_alex.pth", "vgg": "lpips_vgg.pth"}
@@ -92,8 +96,7 @@ def lpips_params(net: str, weights_dir: str | os.PathLike | None, random_backbon
         except FileNotFoundError:
             lin_path = None
         if lin_path is not None:
-            lins = fill_params({k: v for k, v in template.items() if k != "backbone"}, _lin_key,
-                               load_state_dict(lin_path), lin_path)
+            lins = load_params({k: v for k, v in template.items() if k != "backbone"}, lin_path, _lin_key)
             params.update(lins)
         else:
             # Trained lpips linear weights are non-negative: keep the random ones so.
@@ -103,7 +106,6 @@ def lpips_params(net: str, weights_dir: str | os.PathLike | None, random_backbon
         return params
     bb_path = weight_path(weights_dir, BACKBONE_FILES[net])
     lin_path = weight_path(weights_dir, LIN_FILES[net])
-    params = {"backbone": fill_params(template["backbone"], torchvision_key, load_state_dict(bb_path), bb_path)}
-    params.update(fill_params({k: v for k, v in template.items() if k != "backbone"}, _lin_key,
-                              load_state_dict(lin_path), lin_path))
+    params = {"backbone": load_params(template["backbone"], bb_path, torchvision_key)}
+    params.update(load_params({k: v for k, v in template.items() if k != "backbone"}, lin_path, _lin_key))
     return params

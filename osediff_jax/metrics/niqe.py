@@ -19,8 +19,12 @@ from importlib import resources
 import numpy as np
 from scipy.special import gammaln
 
-from osediff_jax.metrics.psnr_ssim import filter_valid, gaussian_window, weighted_channel_sum
-from osediff_jax.resize import imresize_matlab
+from osediff_jax.data.resize import imresize_matlab
+from osediff_jax.metrics.psnr_ssim import (
+    filter_valid,
+    gaussian_window,
+    weighted_channel_sum,
+)
 
 BLOCK = 96
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)

@@ -1,18 +1,18 @@
 """The metric networks' weight files: where each comes from, reading them, converting to Flax.
 
 Files are PyTorch checkpoints (`torch.save` pickles, legacy or zip format), read with torch on
-the CPU; torch is needed only when one of these metrics is used. Convolution kernels are
-converted from torch's OIHW to Flax's HWIO; parameter trees follow the torch module names
-with '.' replaced by '_' (e.g. `features.0.weight` -> params['features_0']['kernel'])."""
+the CPU; torch is needed only when one of these metrics is used, and converted by the package's
+one torch -> Flax converter (`weights.torch_format.torch_to_flax`) with each network's key names."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from osediff_jax.weights import read_tensors
+from osediff_jax.weights.torch_format import read_tensors, torch_to_flax
 
 # file name expected in the weights folder -> where the user gets it.
 WEIGHT_FILES: dict[str, str] = {
@@ -47,28 +47,8 @@ def weight_path(weights_dir: str | os.PathLike | None, name: str) -> Path:
     return path
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A torch checkpoint's tensors (keys as stored) as arrays; `fill_params` converts those it uses."""
-    return dict(read_tensors([Path(path)]))
-
-
-def fill_params(template, key_of, sd: dict, path: str | os.PathLike) -> dict:
-    """A Flax param tree shaped like `template` (a pytree of arrays or ShapeDtypeStructs), each
-    leaf taken from `sd[key_of(path_tuple)]`; 4-D conv kernels are transposed OIHW -> HWIO and
-    vectors stored with singleton axes (DISTS' alpha [1, C, 1, 1]) are flattened."""
-    import jax
-
-    def leaf(p, t):
-        names = tuple(k.key for k in p)
-        w = sd.get(key_of(names))
-        if w is None:
-            raise ValueError(f"{path}: key '{key_of(names)}' missing")
-        w = np.asarray(w, np.float32)
-        if w.ndim == 4 and names[-1] == "kernel":
-            w = w.transpose(2, 3, 1, 0)
-        w = w.reshape(t.shape) if w.size == int(np.prod(t.shape)) and w.ndim != len(t.shape) else w
-        if w.shape != tuple(t.shape):
-            raise ValueError(f"{path}: '{key_of(names)}' has shape {w.shape}, expected {tuple(t.shape)}")
-        return np.asarray(w, np.float32)
-
-    return jax.tree_util.tree_map_with_path(leaf, template)
+def load_params(template: Any, path: str | os.PathLike, key_of: Callable[[tuple[str, ...]], str]) -> dict:
+    """float32 numpy params shaped like `template` (arrays or ShapeDtypeStructs) from the torch
+    file `path`, leaf `p` read from key `key_of(p)`; other keys in the file are ignored."""
+    return torch_to_flax(read_tensors([Path(path)]), template, str(path), key_of=key_of, dtype=np.float32,
+                         unexpected="ignore", put=np.asarray)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osediff_jax.attention import dot_product_attention
+from osediff_jax.models.attention import dot_product_attention
 
 Dtype = Any
 

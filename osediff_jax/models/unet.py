@@ -9,8 +9,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from osediff_jax.models.layers import (Attention, Downsample2D, ResnetBlock2D, Upsample2D, check_config, conv,
-                                       group_norm)
+from osediff_jax.models.layers import (
+    Attention,
+    Downsample2D,
+    ResnetBlock2D,
+    Upsample2D,
+    check_config,
+    conv,
+    group_norm,
+)
 
 Dtype = Any
 

@@ -8,8 +8,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from osediff_jax.attention import dot_product_attention
-from osediff_jax.models.layers import Downsample2D, ResnetBlock2D, Upsample2D, check_config, conv, group_norm
+from osediff_jax.models.attention import dot_product_attention
+from osediff_jax.models.layers import (
+    Downsample2D,
+    ResnetBlock2D,
+    Upsample2D,
+    check_config,
+    conv,
+    group_norm,
+)
 
 Dtype = Any
 SCALING_FACTOR = 0.18215  # SD-2.x; the config has no scaling_factor key

@@ -8,41 +8,23 @@ Linear `weight` [out, in] is a Dense `kernel` [in, out], a Conv `weight` [O, I, 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax
 import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
-# Module-list names whose index diffusers/transformers join with "." (`resnets.0`); other names
-# ending in _N are plain names (`linear_1`) and stay as they are when mapping back.
-LIST_NAMES = ("down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "upsamplers",
-              "transformer_blocks", "to_out", "net", "layers")
+from osediff_jax.files.atomic import atomic_path
+from osediff_jax.models.names import path_to_torch_key, torch_key_to_path
+
 _IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
-_LIST_RE = re.compile(rf"^({'|'.join(LIST_NAMES)})_(\d+)$")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not match what was expected; the message names file and key."""
-
-
-def torch_key_to_path(key: str) -> tuple[str, ...]:
-    out: list[str] = []
-    for part in key.split("."):
-        if part.isdigit() and out:
-            out[-1] = f"{out[-1]}_{part}"
-        else:
-            out.append(part)
-    return tuple(out)
-
-
-def path_to_torch_key(path: tuple[str, ...]) -> str:
-    return ".".join(m.expand(r"\1.\2") if (m := _LIST_RE.match(p)) else p for p in path)
 
 
 def to_flax_layout(array: np.ndarray, leaf: str = "kernel") -> np.ndarray:
@@ -63,35 +45,46 @@ def to_torch_layout(array: np.ndarray, leaf: str = "kernel") -> np.ndarray:
     return array
 
 
-def torch_to_flax(tensors: Iterator[tuple[str, np.ndarray]], shapes: Any, source: str,
-                  put: Callable[[np.ndarray], Any] = jax.device_put) -> dict:
+def torch_key(path: tuple[str, ...]) -> str:
+    """The torch state-dict key of the Flax parameter at `path`, by the mechanical rule above."""
+    return f"{path_to_torch_key(path[:-1])}.{'bias' if path[-1] == 'bias' else 'weight'}"
+
+
+def torch_to_flax(tensors: Iterable[tuple[str, np.ndarray]], shapes: Any, source: str, *,
+                  key_of: Callable[[tuple[str, ...]], str] = torch_key, dtype: Any = None,
+                  unexpected: str = "error", put: Callable[[np.ndarray], Any] = jax.device_put) -> dict:
     """Converts (torch key, array) pairs into a parameter tree with the structure of `shapes`.
 
-    `shapes` is the tree of `jax.eval_shape(module.init, ...)["params"]`. Arrays keep their dtype.
-    Each converted array goes through `put` at once, so only one source tensor is held at a time.
+    `shapes` is a tree of arrays or ShapeDtypeStructs (`jax.eval_shape(module.init, ...)["params"]`);
+    `key_of(path)` names the torch key of each of its leaves (default: the mechanical rule). A 1x1
+    conv weight stored for a Dense kernel (old VAE attention) and a vector stored with singleton
+    axes (DISTS' alpha [1, C, 1, 1]) take the leaf's shape. Arrays keep their dtype unless `dtype`
+    is given. A key that no leaf asks for is an error, or skipped with unexpected="ignore" (a
+    torchvision file that also holds the classifier). Each array goes through `put` at once, so
+    only one source tensor is held at a time.
     """
     expected = traverse_util.flatten_dict(shapes)
+    path_of = {key_of(p): p for p in expected}
     out: dict[tuple[str, ...], Any] = {}
     for key, array in tensors:
-        if _IGNORED_KEYS.search(key):
-            continue
-        *mod, leaf = torch_key_to_path(key)
-        mod = tuple(mod)
-        if leaf == "weight":
-            leaf = next((n for n in ("kernel", "scale", "embedding") if mod + (n,) in expected), "kernel")
-        path = mod + (leaf,)
-        if path not in expected:
-            raise CheckpointError(f"{source}: unexpected key {key!r} (no parameter {'/'.join(path)} in the model)")
-        want = tuple(expected[path].shape)
+        path = path_of.get(key)
+        if path is None:
+            if unexpected == "ignore" or _IGNORED_KEYS.search(key):
+                continue
+            raise CheckpointError(f"{source}: unexpected key {key!r} (the model has no parameter "
+                                  f"{'/'.join(torch_key_to_path(key))})")
+        leaf, want = path[-1], tuple(expected[path].shape)
+        array = np.asarray(array)
         if leaf == "kernel" and array.ndim == 4 and len(want) == 2 and array.shape[2:] == (1, 1):
-            array = array[:, :, 0, 0]  # 1x1 conv weights stored for a Linear (old VAE attention)
-        value = to_flax_layout(np.asarray(array), leaf)
+            array = array[:, :, 0, 0]
+        value = to_flax_layout(array, leaf)
+        if leaf != "kernel" and value.shape != want and value.size == np.prod(want):
+            value = value.reshape(want)
         if tuple(value.shape) != want:
-            raise CheckpointError(f"{source}: {key!r} has shape {tuple(array.shape)}, but the config "
-                                  f"implies {tuple(to_torch_layout(np.empty(want), leaf).shape)}")
-        out[path] = put(np.ascontiguousarray(value))
-    missing = [path_to_torch_key(p[:-1]) + "." + ("bias" if p[-1] == "bias" else "weight")
-               for p in expected if p not in out]
+            raise CheckpointError(f"{source}: {key!r} has shape {tuple(array.shape)}, but the model "
+                                  f"expects {tuple(to_torch_layout(np.empty(want), leaf).shape)}")
+        out[path] = put(np.ascontiguousarray(value if dtype is None else value.astype(dtype)))
+    missing = [key_of(p) for p in expected if p not in out]
     if missing:
         raise CheckpointError(f"{source}: {len(missing)} weights missing, e.g. {missing[:3]}")
     return traverse_util.unflatten_dict(out)
@@ -99,12 +92,8 @@ def torch_to_flax(tensors: Iterator[tuple[str, np.ndarray]], shapes: Any, source
 
 def flax_to_torch(params: Mapping) -> dict[str, np.ndarray]:
     """The inverse of `torch_to_flax`: torch state-dict keys and layouts, dtypes kept."""
-    out = {}
-    for path, value in traverse_util.flatten_dict(params).items():
-        leaf = path[-1]
-        name = "bias" if leaf == "bias" else "weight"
-        out[f"{path_to_torch_key(path[:-1])}.{name}"] = np.ascontiguousarray(to_torch_layout(np.asarray(value), leaf))
-    return out
+    return {torch_key(path): np.ascontiguousarray(to_torch_layout(np.asarray(value), path[-1]))
+            for path, value in traverse_util.flatten_dict(params).items()}
 
 
 # ---- files ----------------------------------------------------------------------------------
@@ -185,12 +174,5 @@ def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: M
     """Writes atomically (temporary file, then rename)."""
     from safetensors.numpy import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(dict(tensors), tmp, metadata=dict(metadata or {"format": "pt"}))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

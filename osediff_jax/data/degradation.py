@@ -8,7 +8,7 @@ Invariant between steps: canvas values outside the valid region are zero.
 
 The building blocks are public and follow basicsr 1.4.2 with explicit parameters: blur kernels
 (padded to 21x21), `filter2d` (reflect padding), Gaussian and Poisson noise from explicit draws.
-Resizing is `osediff_jax.resize`, JPEG is `osediff_jax.diffjpeg`.
+Resizing is `osediff_jax.data.resize`, JPEG is `osediff_jax.data.diffjpeg`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osediff_jax.diffjpeg import diffjpeg_single, divide_exactly
-from osediff_jax.resize import MODES, apply_resize, resize_matrix, scaled_size
+from osediff_jax.data.diffjpeg import diffjpeg_single, divide_exactly
+from osediff_jax.data.resize import MODES, apply_resize, resize_matrix, scaled_size
 
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 SINC, PULSE = 6, 7  # kernel kinds beyond KERNEL_TYPES' indices

@@ -14,7 +14,10 @@ import jax
 import numpy as np
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from osediff_jax import checkpoint, schedule, sd
+from osediff_jax.models import schedule
+from osediff_jax.models.sd import COMPONENTS, build_module, param_shapes
+from osediff_jax.weights import bundle
+from osediff_jax.weights.diffusers_format import StableDiffusion
 
 UNET = {
     "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": [2, 4], "block_out_channels": [32, 64],
@@ -69,11 +72,11 @@ def write_random_sd(dst: str | Path, seed: int = 0) -> None:
     configs = {"unet": UNET, "vae": VAE, "text_encoder": text, "scheduler": SCHEDULER}
     rng = np.random.default_rng(seed)
     params = {name: jax.tree_util.tree_map_with_path(lambda path, s: _draw(rng, path[-1].key, s.shape),
-                                                     sd.param_shapes(name, sd.build_module(name, configs[name])))
-              for name in sd.COMPONENTS}
-    model = sd.StableDiffusion({}, params, configs, schedule.alphas_cumprod(), staging)
+                                                     param_shapes(name, build_module(name, configs[name])))
+              for name in COMPONENTS}
+    model = StableDiffusion({}, params, configs, schedule.alphas_cumprod(), staging)
     try:
-        checkpoint.export_diffusers(model, dst)
+        bundle.export_diffusers(model, dst)
     finally:
         for f in staging.iterdir():
             f.unlink()

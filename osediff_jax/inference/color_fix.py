@@ -47,11 +47,16 @@ def wavelet(sr: jax.Array, lq: jax.Array) -> jax.Array:
     return jnp.clip(high + low, 0.0, 1.0)
 
 
+def check(method: str) -> None:
+    """ValueError unless `method` is one of METHODS."""
+    if method not in METHODS:
+        raise ValueError(f"color fix {method!r} is not supported; expected one of {METHODS}")
+
+
 def apply(method: str, sr: jax.Array, lq: jax.Array) -> jax.Array:
+    check(method)
     if method == "adain":
         return adain(sr, lq)
     if method == "wavelet":
         return wavelet(sr, lq)
-    if method == "none":
-        return sr
-    raise ValueError(f"color fix {method!r} is not supported; expected one of {METHODS}")
+    return sr

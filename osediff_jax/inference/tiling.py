@@ -1,6 +1,6 @@
 """Any image size with bounded memory.
 
-The VAE runs on the whole image (its attention a block of queries at a time: see attention.py), so
+The VAE runs on the whole image (its attention a block of queries at a time: models/attention.py), so
 its GroupNorm statistics are exact and there is nothing to stitch. The UNet, trained on 64x64
 latents, runs on overlapping latent tiles when the latent is larger than one tile (the reference's
 rule: h * w > tile**2), the last tile anchored to the edge; the tiles' eps predictions are blended
@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osediff_jax import color_fix as color_fix_lib
-from osediff_jax.generator import TIMESTEP, decode_latent, encode_latent, one_step_x0
+from osediff_jax.inference import color_fix as color_fix_lib
+from osediff_jax.inference.core import TIMESTEP, generate
 
 
 def tile_starts(n: int, tile: int, stride: int) -> list[int]:
@@ -69,8 +69,7 @@ def tiled_eps(eps_fn: Callable[[jax.Array, jax.Array], jax.Array], z: jax.Array,
 def make_upscale_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, *, color_fix: str = "adain",
                     latent_tile: int = 96, latent_overlap: int = 32, tile_batch: int = 4) -> Callable[..., jax.Array]:
     """fn(params, lq, prompt_embeds, key=None) -> sr for any H x W (NHWC in [0, 1]); see the module doc."""
-    if color_fix not in color_fix_lib.METHODS:
-        raise ValueError(f"color_fix={color_fix!r} is not supported; expected one of {color_fix_lib.METHODS}")
+    color_fix_lib.check(color_fix)
     if not 0 <= latent_overlap < latent_tile:
         raise ValueError(f"latent_overlap={latent_overlap} must be in [0, latent_tile={latent_tile})")
     factor = 2 ** (len(vae.block_out_channels) - 1)
@@ -81,17 +80,17 @@ def make_upscale_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray,
         _, h, w, _ = lq.shape
         ph, pw = -h % factor, -w % factor
         x = jnp.pad(lq, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect" if min(h, w) > max(ph, pw) else "edge")
-        z = encode_latent(vae, params["vae"], x * 2.0 - 1.0, key)
-        context = jnp.broadcast_to(prompt_embeds, (z.shape[0], *prompt_embeds.shape[-2:]))
+        context = jnp.broadcast_to(prompt_embeds, (lq.shape[0], *prompt_embeds.shape[-2:]))
 
-        def eps_fn(zt: jax.Array, ct: jax.Array) -> jax.Array:
+        def unet_eps(zt: jax.Array, ct: jax.Array) -> jax.Array:
             return unet.apply({"params": params["unet"]}, zt, jnp.full((zt.shape[0],), TIMESTEP), ct)
 
-        if z.shape[1] * z.shape[2] <= latent_tile**2:
-            eps = eps_fn(z, context)
-        else:
-            eps = tiled_eps(eps_fn, z, context, latent_tile, latent_overlap, tile_batch)
-        sr = decode_latent(vae, params["vae"], one_step_x0(z, eps, alpha_bar))[:, :h, :w] * 0.5 + 0.5
-        return color_fix_lib.apply(color_fix, sr, lq)
+        def eps_fn(z: jax.Array, ct: jax.Array) -> jax.Array:
+            if z.shape[1] * z.shape[2] <= latent_tile**2:
+                return unet_eps(z, ct)
+            return tiled_eps(unet_eps, z, ct, latent_tile, latent_overlap, tile_batch)
+
+        _, out = generate(unet, vae, params, x * 2.0 - 1.0, context, alpha_bar, key=key, eps_fn=eps_fn)
+        return color_fix_lib.apply(color_fix, out[:, :h, :w] * 0.5 + 0.5, lq)
 
     return fn

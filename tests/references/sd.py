@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.references import SHARED
+
 # OSEDIFF_SD21_BASE: another copy of these configs, for machines without ../shared (benchmarks/gpu.sh).
-SHARED_SD = Path(os.environ.get("OSEDIFF_SD21_BASE")
-                 or Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "sd21-base")
+SHARED_SD = Path(os.environ.get("OSEDIFF_SD21_BASE") or SHARED / "reference" / "sd21-base")
 
 SMALL_UNET = dict(
     block_out_channels=(32, 64, 64), layers_per_block=2,

@@ -8,7 +8,6 @@ Install: `pip install --no-deps --no-build-isolation basicsr==1.4.2 opencv-pytho
 
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as _tvf
 
-from osediff_jax.imageio import read_rgb
+from osediff_jax.files.images import read_rgb
 
 if "torchvision.transforms.functional_tensor" not in sys.modules:
     _shim = types.ModuleType("torchvision.transforms.functional_tensor")
@@ -27,7 +26,8 @@ from basicsr.data import degradations  # noqa: E402
 from basicsr.utils import diffjpeg  # noqa: E402
 from basicsr.utils.img_process_util import filter2D  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from tests.references import SHARED
+
 HR = SHARED / "data" / "realsr" / "HR"
 
 __all__ = ["NoiseRecorder", "degradations", "diffjpeg", "filter2D", "photos", "reference_degrade", "reference_kernel"]
@@ -50,7 +50,7 @@ def photos(n: int, size: int | None = None, offset: int = 0) -> np.ndarray:
 
 def reference_kernel(kp, i: int, final: bool = False) -> torch.Tensor:
     """Sample i's kernel (osediff_jax KernelParams) from basicsr's constructors, padded to 21x21."""
-    from osediff_jax.degradation import PULSE, SINC
+    from osediff_jax.data.degradation import PULSE, SINC
 
     kind, size = int(kp.kind[i]), int(kp.size[i])
     sx, sy, theta, beta, omega = (float(getattr(kp, f)[i]) for f in ("sigma_x", "sigma_y", "theta", "beta", "omega"))
@@ -116,8 +116,8 @@ def reference_degrade(gt: torch.Tensor, p, i: int, recorder: NoiseRecorder | Non
 
     gt: [1, 3, H, W] float32. Returns (lq [1, 3, H, W], per-stage (gaussian, colour, gray) draws
     when a recorder is given)."""
-    from osediff_jax.degradation import KEEP
-    from osediff_jax.resize import MODES
+    from osediff_jax.data.degradation import KEEP
+    from osediff_jax.data.resize import MODES
 
     jpeger = diffjpeg.DiffJPEG(differentiable=False)
     h, w = gt.shape[2:]

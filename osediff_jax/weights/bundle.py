@@ -1,14 +1,13 @@
-"""SD checkpoints in our own format: an Orbax parameter tree plus the diffusers configs as JSON and
-the tokenizer files, written atomically; loads much faster than a diffusers folder."""
+"""Model bundles, our own format of SD weights: an Orbax parameter tree plus the diffusers configs
+as JSON and the tokenizer files, written atomically; loads much faster than a diffusers folder.
+(Training checkpoints, with optimiser state and step, are another thing: see `training`.)"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from osediff_jax import schedule, sd, weights
+from osediff_jax.files.atomic import atomic_dir
+from osediff_jax.models import schedule
+from osediff_jax.models.sd import COMPONENTS, build_module, param_shapes
+from osediff_jax.weights import diffusers_format, torch_format
+from osediff_jax.weights.torch_format import CheckpointError
 
 CONFIGS = "configs.json"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json")
@@ -24,25 +27,6 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens_map.json", "token
 
 def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / CONFIGS).is_file() and (Path(path) / "params").is_dir()
-
-
-@contextlib.contextmanager
-def atomic_dir(dst: str | Path) -> Iterator[Path]:
-    """A temporary folder beside `dst` that becomes `dst` when the block succeeds and is removed
-    when it fails; an existing non-empty `dst` is never touched."""
-    dst = Path(dst)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise FileExistsError(f"{dst}: exists and is not empty; refusing to overwrite it")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
-    try:
-        yield tmp
-        if dst.exists():
-            dst.rmdir()
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_tree(path: Path, tree: Any) -> None:
@@ -64,45 +48,51 @@ def save(dst: str | Path, params: dict, configs: dict, tokenizer_dir: str | Path
                     shutil.copy2(Path(tokenizer_dir) / name, tmp / "tokenizer" / name)
 
 
+def convert_diffusers(src: str | Path, dst: str | Path) -> None:
+    """A diffusers SD-2.x folder -> our bundle at `dst`."""
+    model = diffusers_format.load_diffusers(src)
+    save(dst, model.params, model.configs, model.tokenizer_dir)
+
+
 def load_configs(path: str | Path) -> dict:
     """The component configs of our checkpoint or a diffusers folder, without reading any weights."""
     path = Path(path)
     if is_checkpoint(path):
-        return sd.read_config(path / CONFIGS)
+        return diffusers_format.read_config(path / CONFIGS)
     if not path.is_dir():
-        raise weights.CheckpointError(f"{path}: not a directory (expected a diffusers SD-2.x folder or a checkpoint)")
-    return {c: sd.read_config(path / c / "config.json") for c in sd.COMPONENTS}
+        raise CheckpointError(f"{path}: not a directory (expected a diffusers SD-2.x folder or a checkpoint)")
+    return {c: diffusers_format.read_config(path / c / "config.json") for c in COMPONENTS}
 
 
-def load(path: str | Path, components: tuple[str, ...] = sd.COMPONENTS, *, dtype: Any = jnp.float32,
-         attention_impl: str = "xla") -> sd.StableDiffusion:
+def load(path: str | Path, components: tuple[str, ...] = COMPONENTS, *, dtype: Any = jnp.float32,
+         attention_impl: str = "xla") -> diffusers_format.StableDiffusion:
     """Loads an SD-2.x model from our checkpoint or, failing that, from a diffusers folder."""
     path = Path(path)
     if not is_checkpoint(path):
-        return sd.load_diffusers(path, components, dtype=dtype, attention_impl=attention_impl)
-    configs = sd.read_config(path / CONFIGS)
+        return diffusers_format.load_diffusers(path, components, dtype=dtype, attention_impl=attention_impl)
+    configs = diffusers_format.read_config(path / CONFIGS)
     missing = [c for c in components if c not in configs]
     if missing:
-        raise weights.CheckpointError(f"{path / CONFIGS}: no config for {missing}")
-    modules = {c: sd.build_module(c, configs[c], dtype=dtype, attention_impl=attention_impl,
+        raise CheckpointError(f"{path / CONFIGS}: no config for {missing}")
+    modules = {c: build_module(c, configs[c], dtype=dtype, attention_impl=attention_impl,
                                   source=f"{path / CONFIGS}[{c}]") for c in components}
     ckpt = ocp.StandardCheckpointer()
     stored = ckpt.metadata(path / "params")
     stored = getattr(stored, "item_metadata", stored)
     absent = [c for c in components if c not in stored]
     if absent:
-        raise weights.CheckpointError(f"{path / 'params'}: no parameters for {absent}")
+        raise CheckpointError(f"{path / 'params'}: no parameters for {absent}")
     restored = ckpt.restore(path / "params")
     params = {}
     for c in components:
-        expected = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(sd.param_shapes(c, modules[c])).items()}
+        expected = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(param_shapes(c, modules[c])).items()}
         got = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(restored[c]).items()}
         if got != expected:
             diff = sorted(set(got.items()) ^ set(expected.items()))[:2]
-            raise weights.CheckpointError(f"{path / 'params'}: parameters of {c!r} do not match its config, e.g. {diff}")
+            raise CheckpointError(f"{path / 'params'}: parameters of {c!r} do not match its config, e.g. {diff}")
         params[c] = jax.device_put(restored[c])
     alphas = schedule.alphas_cumprod_from_config(configs.get("scheduler", {}), source=f"{path / CONFIGS}[scheduler]")
-    return sd.StableDiffusion(modules, params, configs, alphas, path / "tokenizer")
+    return diffusers_format.StableDiffusion(modules, params, configs, alphas, path / "tokenizer")
 
 
 # Weight file names diffusers and transformers look for.
@@ -112,19 +102,19 @@ _CLASSES = {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", 
             "text_encoder": ("transformers", "CLIPTextModel"), "tokenizer": ("transformers", "CLIPTokenizer")}
 
 
-def export_diffusers(model: sd.StableDiffusion, dst: str | Path) -> None:
+def export_diffusers(model: diffusers_format.StableDiffusion, dst: str | Path) -> None:
     """Writes a diffusers-format folder (safetensors, configs, tokenizer, scheduler) that diffusers loads."""
     with atomic_dir(dst) as tmp:
         index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0"}
         for name, params in model.params.items():
             (tmp / name).mkdir()
             (tmp / name / "config.json").write_text(json.dumps(model.configs[name], indent=2))
-            tensors = weights.flax_to_torch(params)
+            tensors = torch_format.flax_to_torch(params)
             if name == "text_encoder":
                 # SD-2.x files carry this buffer (int64 [1, 77]); transformers 4 expects it.
                 n = int(model.configs[name].get("max_position_embeddings", 77))
                 tensors["text_model.embeddings.position_ids"] = np.arange(n, dtype=np.int64)[None]
-            weights.write_safetensors(tmp / name / _EXPORT_FILES[name], tensors)
+            torch_format.write_safetensors(tmp / name / _EXPORT_FILES[name], tensors)
             index[name] = list(_CLASSES[name])
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(model.configs.get("scheduler", {}), indent=2))

@@ -2,8 +2,8 @@
 `conv_in`, and their ranks; read from and written to the authors' `osediff.pkl` format, and stored
 in our Orbax format.
 
-`osediff.pkl` is a `torch.save` dict (FACTS section 3): reading and writing it needs PyTorch, which
-only this conversion uses (`pip install 'osediff-jax[torch]'`).
+`osediff.pkl` is a `torch.save` dict (written by `save_model` in the authors' `osediff.py`): reading
+and writing it needs PyTorch, which only this conversion uses (`pip install 'osediff-jax[torch]'`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from osediff_jax import checkpoint, lora
-from osediff_jax.weights import (CheckpointError, path_to_torch_key, to_flax_layout, to_torch_layout,
-                                 torch_key_to_path)
+from osediff_jax.files.atomic import atomic_dir, atomic_path
+from osediff_jax.models import lora
+from osediff_jax.models.names import path_to_torch_key, torch_key_to_path
+from osediff_jax.models.sd import build_module, param_shapes
+from osediff_jax.weights import bundle
+from osediff_jax.weights.torch_format import (
+    CheckpointError,
+    to_flax_layout,
+    to_torch_layout,
+)
 
 META = "osediff.json"
 _LIST_KEYS = {"default_encoder": "unet_lora_encoder_modules", "default_decoder": "unet_lora_decoder_modules",
@@ -151,21 +157,14 @@ def write_pkl(w: OSEDiffWeights, path: str | os.PathLike) -> None:
            **{k: list(w.unet_modules[a]) for a, k in _LIST_KEYS.items()},
            "rank_unet": int(w.rank_unet), "rank_vae": int(w.rank_vae),
            "state_dict_unet": tensors(state_unet), "state_dict_vae": tensors(state_vae)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(w: OSEDiffWeights, dst: str | os.PathLike) -> None:
     """Our format: an Orbax tree (unet_lora, vae_lora, conv_in) and the ranks and lists as JSON."""
-    with checkpoint.atomic_dir(dst) as tmp:
-        checkpoint.save_tree(tmp / "params", {"unet_lora": w.unet_lora, "vae_lora": w.vae_lora, "conv_in": w.conv_in})
+    with atomic_dir(dst) as tmp:
+        bundle.save_tree(tmp / "params", {"unet_lora": w.unet_lora, "vae_lora": w.vae_lora, "conv_in": w.conv_in})
         (tmp / META).write_text(json.dumps({"rank_unet": w.rank_unet, "rank_vae": w.rank_vae,
                                             "unet_modules": w.unet_modules, "vae_modules": w.vae_modules}, indent=1))
 
@@ -183,3 +182,21 @@ def load(src: str | os.PathLike, unet_shapes: Any = None, vae_shapes: Any = None
     trees = ocp.StandardCheckpointer().restore(src / "params")
     return OSEDiffWeights(trees["unet_lora"], trees["vae_lora"], trees["conv_in"], int(meta["rank_unet"]),
                           int(meta["rank_vae"]), meta["unet_modules"], meta["vae_modules"])
+
+
+def base_shapes(sd_path: str | os.PathLike) -> tuple[Any, Any]:
+    """UNet and VAE parameter shapes from the base model's configs alone (no weights read)."""
+    configs = bundle.load_configs(sd_path)
+    return tuple(param_shapes(c, build_module(c, configs[c], source=f"{sd_path}: {c} config")) for c in ("unet", "vae"))
+
+
+def save_merged(sd_path: str | os.PathLike, src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """SD-2.1 (`sd_path`) with OSEDiff weights (`src`: osediff.pkl or ours) merged in, as a bundle at
+    `dst` marked as OSEDiff's, which `bundle.load` and `upscale --checkpoint` read."""
+    model = bundle.load(sd_path)
+    w = load(src, *base_shapes(sd_path))
+    params = dict(model.params)
+    params["unet"], params["vae"] = jax.jit(w.merge)(params["unet"], params["vae"])
+    # The mark keeps a plain SD bundle from being taken for a merged one.
+    configs = {**model.configs, "osediff": {"merged": True, "rank_unet": w.rank_unet, "rank_vae": w.rank_vae}}
+    bundle.save(dst, params, configs, model.tokenizer_dir)

@@ -1,18 +1,26 @@
-"""Reading and writing images: the one place that decodes files (8/16-bit, alpha, gray, EXIF)."""
+"""Reading and writing images: the one place that decodes files (8/16-bit, alpha, gray, EXIF).
+
+Pillow decodes 8-bit files (the authors' pipeline is PIL's, bit for bit) and reads every header
+and EXIF orientation; 16-bit PNG and TIFF pixels, which Pillow reduces to 8 bits when they have
+colour, go through imagecodecs (libpng, libtiff), which also writes every 16-bit PNG.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import os
-import tempfile
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from osediff_jax import png16
+from osediff_jax.files.atomic import write_bytes
 
+# OpenCV's PNG settings (fast zlib level, RLE strategy, Sub filter): a 2048x2048 16-bit RGB photo
+# encodes in about 0.3 s instead of 1.7 s at libpng's defaults, for a file within 1% of the size.
+_PNG16_FAST = {"level": 1, "strategy": 3, "filter": 16}
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
@@ -34,15 +42,13 @@ class Decoded:
 
 
 def _open(path: Path) -> tuple[Image.Image, int]:
-    """The image with its EXIF orientation applied, and that orientation (1 to 8)."""
+    """The image as stored, loaded (decoded) by PIL, and its EXIF orientation (1 to 8)."""
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
         img = Image.open(path)
         img.load()
-        orientation = int(img.getexif().get(_ORIENTATION, 1))
-        # Orientation is part of the image the user sees; the pixel array must follow it.
-        return ImageOps.exif_transpose(img), orientation
+        return img, int(img.getexif().get(_ORIENTATION, 1))
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -63,19 +69,34 @@ def orient(a: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(_ORIENT.get(orientation, lambda x: x)(a))
 
 
-def _png16_colour(path: Path, orientation: int) -> Decoded | None:
-    """A 16-bit PNG with colour or alpha, which PIL would read as 8-bit; None for other files."""
-    with open(path, "rb") as f:
-        head = png16.header(f.read(29))
-    if head is None or head[2] != 16 or head[3] == 0 or head[4] != 0:
-        return None
+def _bit_depth(img: Image.Image, path: Path) -> int:
+    """Bits per sample as stored (PNG IHDR, TIFF BitsPerSample); 8 for other formats."""
+    if img.format == "PNG":
+        with open(path, "rb") as f:
+            return f.read(25)[24]
+    if img.format == "TIFF":
+        bits = img.tag_v2.get(258, 8)
+        return max(bits) if isinstance(bits, tuple) else int(bits)
+    return 8
+
+
+def _decode16(path: Path, img: Image.Image, orientation: int) -> Decoded:
+    """A 16-bit PNG or TIFF through libpng/libtiff; PIL's mode says whether it is gray."""
+    decode = imagecodecs.png_decode if img.format == "PNG" else imagecodecs.tiff_decode
     try:
-        a = orient(png16.read(path), orientation)
-    except ValueError as e:
-        raise ImageReadError(f"{path}: not a readable 16-bit PNG ({e})") from None
-    if a.shape[-1] <= 2:  # gray + alpha
-        return Decoded(np.repeat(a[..., :1], 3, axis=-1), a[..., 1].copy(), True)
-    return Decoded(a[..., :3].copy(), a[..., 3].copy() if a.shape[-1] == 4 else None, False)
+        a = decode(path.read_bytes())
+    except Exception as e:  # imagecodecs raises its own error types per codec
+        raise ImageReadError(f"{path}: not a readable 16-bit {img.format} ({e})") from None
+    if a.dtype != np.uint16:
+        raise ImageReadError(f"{path}: expected 16-bit samples, the decoder gave {a.dtype}")
+    a = orient(a if a.ndim == 3 else a[..., None], orientation)
+    gray = img.mode in _GRAY_MODES or a.shape[-1] <= 2
+    alpha = a[..., -1].copy() if a.shape[-1] in (2, 4) else None
+    rgb = np.repeat(a[..., :1], 3, axis=-1) if gray else a[..., :3].copy()
+    return Decoded(rgb, alpha, gray)
+
+
+_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "L", "LA", "1")
 
 
 def _as16(a: np.ndarray) -> np.ndarray:
@@ -86,11 +107,12 @@ def decode(path: str | os.PathLike) -> Decoded:
     """Decodes any PIL-readable image keeping bit depth (8 or 16) and alpha."""
     path = Path(path)
     img, orientation = _open(path)
-    colour16 = _png16_colour(path, orientation)
-    if colour16 is not None:
-        return colour16
+    if img.format in ("PNG", "TIFF") and _bit_depth(img, path) == 16:
+        return _decode16(path, img, orientation)
+    # Orientation is part of the image the user sees; the pixel array must follow it.
+    img = ImageOps.exif_transpose(img)
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode == "I":  # 32-bit integer TIFF
         g = _as16(np.asarray(img, dtype=np.int64))
         return Decoded(np.repeat(g[..., None], 3, axis=-1), None, True)
     if mode in ("L", "1"):
@@ -103,8 +125,6 @@ def decode(path: str | os.PathLike) -> Decoded:
         a = np.asarray(img.convert("RGBA"))
         return Decoded(a[..., :3].copy(), a[..., 3].copy(), False)
     arr = np.asarray(img)
-    if arr.ndim == 3 and arr.dtype == np.uint16 and arr.shape[-1] in (3, 4):  # 16-bit RGB(A) TIFF
-        return Decoded(arr[..., :3].copy(), arr[..., 3].copy() if arr.shape[-1] == 4 else None, False)
     if arr.dtype == np.float32 and arr.ndim == 2:  # 'F' TIFF: treat as 16-bit gray in [0, 65535]
         g = _as16(np.rint(arr))
         return Decoded(np.repeat(g[..., None], 3, axis=-1), None, True)
@@ -138,9 +158,9 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None
     if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"{path}: expected HxWx3 uint8 or uint16 pixels, got {rgb.dtype} {rgb.shape}")
     if rgb.dtype == np.uint16:
-        # PIL has no 16-bit colour PNG writer: png16 writes every 16-bit case.
+        # PIL has no 16-bit colour PNG writer; libpng writes every 16-bit case.
         planes = [rgb[..., :1] if gray else rgb] + ([] if alpha is None else [alpha[..., None].astype(np.uint16)])
-        data = png16.encode(np.concatenate(planes, -1))
+        data = imagecodecs.png_encode(np.concatenate(planes, -1), **_PNG16_FAST)
     else:
         if gray:
             img = Image.fromarray(rgb[..., 0], "L") if alpha is None else Image.fromarray(
@@ -151,15 +171,7 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, data)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -1,7 +1,7 @@
 """Training data: folders of HQ images -> array_record shards -> a grain loader of GT crops.
 
 Building is a tensorflow-datasets builder that runs without TensorFlow: images are decoded once
-(`osediff_jax.imageio.read_rgb`: EXIF orientation, gray and alpha handled) and stored as zlib-
+(`osediff_jax.files.images.read_rgb`: EXIF orientation, gray and alpha handled) and stored as zlib-
 compressed uint8 tensors (tfds' Image feature would need TensorFlow to encode). Files that are
 not images, cannot be read, or are smaller than the crop are counted and listed in
 `build_report.json` beside the shards, never silently dropped. Reading goes through the tfds
@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-from osediff_jax.imageio import SUFFIXES, ImageReadError, read_rgb
+from osediff_jax.files.atomic import write_json
+from osediff_jax.files.images import SUFFIXES, ImageReadError, read_rgb
 
 REPORT = "build_report.json"
 
@@ -118,13 +118,6 @@ class HQImages(tfds.core.GeneratorBasedBuilder):
                 yield str(path), {"image": rgb, "path": str(path)}
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def build_dataset(
     sources: list[Source] | tuple[Source, ...], data_dir: str | os.PathLike, name: str, min_size: int = 512
 ) -> tuple[Path, BuildReport]:
@@ -140,7 +133,7 @@ def build_dataset(
     else:
         builder.download_and_prepare()
         report = builder.build_report
-        _write_json(folder / REPORT, dataclasses.asdict(report))
+        write_json(folder / REPORT, dataclasses.asdict(report))
     print(f"{folder}: {report.summary()}")
     return folder, report
 

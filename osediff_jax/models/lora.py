@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from osediff_jax.weights import path_to_torch_key, torch_key_to_path
+from osediff_jax.models.names import path_to_torch_key, torch_key_to_path
 
 LORA_ALPHA = 8.0
 # The authors' module name patterns (substring matches on the torch parameter name).

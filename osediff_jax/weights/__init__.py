@@ -1,0 +1,3 @@
+"""Weight formats: torch <-> Flax tensors, diffusers folders, our Orbax model bundles, the authors'
+osediff.pkl, and random SD-shaped models for trying things without weights.
+May import: files, models."""
