@@ -18,15 +18,15 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from PIL import Image
 from tqdm import tqdm
 
+from osediff_jax.cli.common import (EXIT_CODES, OK, SOME_FAILED, USAGE, Interrupted, UsageError, check_writable_dir,
+                                    error, interrupts, user_path)
 from osediff_jax.files import images
 from osediff_jax.inference import color_fix
 from osediff_jax.inference.pipeline import UpscaleError, load_upscaler, upscale_image
 from osediff_jax.weights.torch_format import CheckpointError
-
-USAGE_ERROR = 2
-
 
 def _inputs(src: Path) -> list[Path]:
     return images.list_images(src) if src.is_dir() else [src]
@@ -44,15 +44,20 @@ def _check_paths(src: Path, out: Path) -> str | None:
     return None
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m osediff_jax.upscale", description=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m osediff_jax.upscale", description=__doc__, epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("model: --sd-path with --osediff-ckpt, or --checkpoint")
-    src.add_argument("--sd-path", help="SD-2.1-base: a diffusers folder or our converted SD checkpoint")
-    src.add_argument("--osediff-ckpt", help="the authors' osediff.pkl, or a folder converted by `convert osediff`")
-    src.add_argument("--checkpoint", help="a merged inference checkpoint (`convert merge`) instead of the two above")
-    p.add_argument("--input", required=True, help="an image file, or a folder of PNG/JPEG/WebP/TIFF/BMP images")
-    p.add_argument("--output", required=True, help="output folder (not the input folder); gets <stem>.png")
+    src.add_argument("--sd-path", type=user_path, help="SD-2.1-base: a diffusers folder or our converted SD checkpoint")
+    src.add_argument("--osediff-ckpt", type=user_path, help="the authors' osediff.pkl, or a folder converted by `convert osediff`")
+    src.add_argument("--checkpoint", type=user_path, help="a merged inference checkpoint (`convert merge`) instead of the two above")
+    p.add_argument("--input", required=True, type=user_path, help="an image file, or a folder of PNG/JPEG/WebP/TIFF/BMP images")
+    p.add_argument("--output", required=True, type=user_path, help="output folder (not the input folder); gets <stem>.png")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: keep "
+                   "them and skip their inputs, so that an interrupted batch resumes where it stopped)")
+    p.add_argument("--max-pixels", type=int, default=images.MAX_PIXELS, metavar="N",
+                   help=f"refuse inputs of more than N pixels, checked from the file header before decoding "
+                   f"(default {images.MAX_PIXELS:,}, Pillow's limit)")
     p.add_argument("--prompt", default="", help="text prompt, used as given (default: empty). The authors "
                    "prepend DAPE tags of the image; that tagger is not included here")
     p.add_argument("--scale", type=int, default=4, help="upscaling factor, a positive integer (default 4; "
@@ -68,6 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="UNet tile size in latent pixels, 1/8 of output pixels (default 96)")
     p.add_argument("--tile-overlap", type=int, default=32, metavar="N",
                    help="overlap of UNet tiles in latent pixels (default 32)")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if bool(args.checkpoint) == bool(args.sd_path or args.osediff_ckpt):
         p.error("give either --checkpoint, or both --sd-path and --osediff-ckpt")
@@ -80,48 +90,76 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    src, out = Path(args.input), Path(args.output)
-    problem = _check_paths(src, out)
-    files = [] if problem else _inputs(src)
-    if not problem and not files:
-        problem = f"{src}: no images ({', '.join(images.SUFFIXES)})"
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return USAGE_ERROR
-    try:
-        net = load_upscaler(checkpoint=args.checkpoint, sd_path=args.sd_path, osediff=args.osediff_ckpt,
-                            prompt=args.prompt, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
-                            color_fix=args.color_fix, tile=args.tile, tile_overlap=args.tile_overlap)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return USAGE_ERROR
-
-    failed: list[str] = []
-    written: dict[Path, Path] = {}
-    seed_key = jax.random.key(args.seed)
-    for i, path in enumerate(tqdm(files, desc="upscale", unit="img", disable=len(files) < 2)):
-        dst = out / f"{path.stem}.png"
-        try:
-            if dst in written:
-                raise UpscaleError(f"its output {dst} is already written from {written[dst]}")
-            decoded = images.decode(path)
-            key = None if args.posterior == "mean" else jax.random.fold_in(seed_key, i)
-            rgb, alpha = upscale_image(net, decoded, args.scale, key)
-        except (images.ImageReadError, UpscaleError) as e:
-            message = str(e) if isinstance(e, images.ImageReadError) else f"{path}: {e}"  # the former names the file
-            failed.append(message)
-            tqdm.write(f"skipped: {message}", file=sys.stderr)
-            continue
-        images.write_png(dst, rgb, alpha, gray=decoded.gray)
-        written[dst] = path
-
-    print(f"upscaled {len(written)} of {len(files)} image(s) into {out}", file=sys.stderr)
+def _summary(written: int, total: int, out: Path, kept: list[Path], failed: list[str]) -> None:
+    print(f"upscaled {written} of {total} image(s) into {out}", file=sys.stderr)
+    if kept:
+        print(f"{len(kept)} already there, kept (--overwrite replaces them): "
+              f"{', '.join(p.name for p in kept[:5])}{' ...' if len(kept) > 5 else ''}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} failed:", *(f"  {m}" for m in failed), sep="\n", file=sys.stderr)
-        return 1
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with interrupts():
+        try:
+            return _run(args)
+        except Interrupted as e:
+            print(f"interrupted ({e}) before any image was written", file=sys.stderr)
+            return e.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
+    src, out = args.input, args.output
+    try:
+        problem = _check_paths(src, out)
+        files = [] if problem else _inputs(src)
+        if not problem and not files:
+            problem = f"{src}: no images ({', '.join(images.SUFFIXES)})"
+        if problem:
+            raise UsageError(problem)
+        check_writable_dir(out)  # before minutes of model loading
+        if args.max_pixels > Image.MAX_IMAGE_PIXELS:  # the user's explicit choice, for this process
+            Image.MAX_IMAGE_PIXELS = args.max_pixels
+        net = load_upscaler(checkpoint=args.checkpoint, sd_path=args.sd_path, osediff=args.osediff_ckpt, prompt=args.prompt, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
+                            color_fix=args.color_fix, tile=args.tile, tile_overlap=args.tile_overlap)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        error(str(e))
+        return USAGE
+
+    failed: list[str] = []
+    kept: list[Path] = []
+    written: dict[Path, Path] = {}
+    seed_key = jax.random.key(args.seed)
+    try:
+        for i, path in enumerate(tqdm(files, desc="upscale", unit="img", disable=len(files) < 2)):
+            dst = out / f"{path.stem}.png"
+            if dst.exists() and dst not in written and not args.overwrite:
+                kept.append(dst)
+                continue
+            try:
+                if dst in written:
+                    raise UpscaleError(f"its output {dst} is already written from {written[dst]}")
+                decoded = images.decode(path, args.max_pixels)
+                key = None if args.posterior == "mean" else jax.random.fold_in(seed_key, i)
+                rgb, alpha = upscale_image(net, decoded, args.scale, key)
+                images.write_png(dst, rgb, alpha, gray=decoded.gray)
+            except images.ImageReadError as e:  # names the file
+                failed.append(str(e))
+            except UpscaleError as e:
+                failed.append(f"{path}: {e}")
+            except OSError as e:  # the output could not be written: read-only, disk full, ...
+                failed.append(f"{dst}: not written ({e.strerror or e})")
+            else:
+                written[dst] = path
+                continue
+            tqdm.write(f"skipped: {failed[-1]}", file=sys.stderr)
+    except Interrupted as e:
+        print(f"interrupted ({e})", file=sys.stderr)
+        _summary(len(written), len(files), out, kept, failed)
+        return e.exit_code
+    _summary(len(written), len(files), out, kept, failed)
+    return SOME_FAILED if failed else OK
 
 
 if __name__ == "__main__":

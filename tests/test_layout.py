@@ -11,7 +11,7 @@ import osediff_jax
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "osediff_jax"
-LAYERS = ("files", "models", "weights", "data", "inference", "metrics", "training")
+LAYERS = ("files", "models", "weights", "data", "inference", "metrics", "training", "cli")
 
 
 def _modules() -> list[str]:

@@ -8,7 +8,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,7 +31,7 @@ def _publish(tmp: Path, dst: Path, mode: int) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary file path beside `path`: write it inside the block; it becomes `path` when the
     block succeeds (replacing an existing file) and is removed when it fails."""
-    path = Path(path)
+    path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -46,7 +48,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(dst: str | os.PathLike) -> Iterator[Path]:
     """A temporary folder beside `dst` that becomes `dst` when the block succeeds and is removed
     when it fails; an existing non-empty `dst` is never touched."""
-    dst = Path(dst)
+    dst = Path(dst).absolute()
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst}: exists and is not empty; refusing to overwrite it")
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -69,3 +71,31 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1))
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block take effect when it ends (a second one at
+    once): for writers whose worker threads cannot be stopped midway. Orbax's save, interrupted,
+    fails in its threads and keeps writing into a folder that is being removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        if pending:  # asked twice: stop now
+            signal.signal(signum, old[signum])
+            signal.raise_signal(signum)
+        pending.append(signum)
+
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if pending:
+            signal.raise_signal(pending[0])  # handled by the restored handler, at the next bytecode

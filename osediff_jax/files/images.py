@@ -21,6 +21,9 @@ from osediff_jax.files.atomic import write_bytes
 # OpenCV's PNG settings (fast zlib level, RLE strategy, Sub filter): a 2048x2048 16-bit RGB photo
 # encodes in about 0.3 s instead of 1.7 s at libpng's defaults, for a file within 1% of the size.
 _PNG16_FAST = {"level": 1, "strategy": 3, "filter": 16}
+# Pillow's own warning threshold (a 24-bit image of 256 MiB): larger files are refused from their
+# header, so that a decompression bomb never gets decoded.
+MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
@@ -41,18 +44,25 @@ class Decoded:
         return 16 if self.rgb.dtype == np.uint16 else 8
 
 
-def _open(path: Path) -> tuple[Image.Image, int]:
-    """The image as stored, loaded (decoded) by PIL, and its EXIF orientation (1 to 8)."""
+def _open(path: Path, max_pixels: int) -> tuple[Image.Image, int]:
+    """The image as stored, loaded (decoded) by PIL, and its EXIF orientation (1 to 8). The size
+    is checked against `max_pixels` from the header, before anything is decoded."""
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
         img = Image.open(path)
+        if img.width * img.height > max_pixels:
+            raise ImageReadError(f"{path}: {img.width}x{img.height} is {img.width * img.height:,} pixels, more than "
+                                 f"the limit of {max_pixels:,} (a larger limit: --max-pixels)")
         img.load()
         return img, int(img.getexif().get(_ORIENTATION, 1))
     except ImageReadError:
         raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as e:  # Pillow refuses twice its limit in open(), before our check
+        raise ImageReadError(f"{path}: refused as a possible decompression bomb, more than the limit of "
+                             f"{max_pixels:,} pixels (a larger limit: --max-pixels); {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e})") from None
 
@@ -103,10 +113,11 @@ def _as16(a: np.ndarray) -> np.ndarray:
     return np.clip(a, 0, 65535).astype(np.uint16)
 
 
-def decode(path: str | os.PathLike) -> Decoded:
-    """Decodes any PIL-readable image keeping bit depth (8 or 16) and alpha."""
+def decode(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Decodes any PIL-readable image keeping bit depth (8 or 16) and alpha; ImageReadError for
+    unreadable files and for images of more than `max_pixels` (checked before decoding)."""
     path = Path(path)
-    img, orientation = _open(path)
+    img, orientation = _open(path, max_pixels)
     if img.format in ("PNG", "TIFF") and _bit_depth(img, path) == 16:
         return _decode16(path, img, orientation)
     # Orientation is part of the image the user sees; the pixel array must follow it.
@@ -131,9 +142,9 @@ def decode(path: str | os.PathLike) -> Decoded:
     return Decoded(np.asarray(img.convert("RGB")), None, False)
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """HxWx3 uint8 RGB, as PIL's `convert('RGB')` gives it for 8-bit files; 16-bit is scaled down."""
-    d = decode(path)
+    d = decode(path, max_pixels)
     if d.bits == 16:
         return np.rint(d.rgb.astype(np.float64) / 257.0).astype(np.uint8)
     return d.rgb

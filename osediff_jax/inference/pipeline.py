@@ -70,7 +70,8 @@ def upscale_image(net: Upscaler, decoded: images.Decoded, scale: int, key: jax.A
     sr = np.asarray(net.fn(net.params, jnp.asarray(lq[None]), net.prompt_embeds, key)[0], np.float32)
     if not np.isfinite(sr).all():
         h, w = sr.shape[:2]
-        why = "the adain colour fix needs at least 2 pixels" if h * w == 1 else "try --dtype float32"
+        why = ("the adain colour fix needs at least 2 pixels: use --color-fix none" if h * w == 1
+               else "try --dtype float32")
         raise UpscaleError(f"the network's {w}x{h} output is not finite ({why})")
     if decoded.gray:
         sr = np.repeat((sr.astype(np.float64) @ _LUMA)[..., None], 3, axis=-1)

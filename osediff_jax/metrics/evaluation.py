@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from osediff_jax.files.images import SUFFIXES, ImageReadError, list_images, read_rgb
+from osediff_jax.files.images import MAX_PIXELS, SUFFIXES, ImageReadError, list_images, read_rgb
 from osediff_jax.metrics.registry import METRICS
 
 DEFAULT_METRICS = "psnr,ssim,niqe"
@@ -58,22 +58,24 @@ def pair_images(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[
 
 
 def evaluate(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, metrics: list[str],
-             weights_dir: str | os.PathLike | None = None, progress: bool = True) -> dict:
+             weights_dir: str | os.PathLike | None = None, progress: bool = True, max_pixels: int = MAX_PIXELS,
+             per_image: dict[str, dict[str, float]] | None = None) -> dict:
     """{"per_image": {stem: {metric: value}}, "mean": {metric: value}}; raises EvaluationError
-    listing every unreadable image and size mismatch after the pass."""
+    listing every unreadable image and size mismatch after the pass. `per_image`, if given, is
+    filled as the pass goes (what was done when an interrupt stops it)."""
     pairs = pair_images(pred_dir, gt_dir)
     scorers = {m: METRICS[m].load(weights_dir) for m in metrics}
     per_pair = {m: f for m, f in scorers.items() if METRICS[m].set_score is None}
     per_set = {m: f for m, f in scorers.items() if METRICS[m].set_score is not None}
     same_size = sorted(m for m in per_pair if METRICS[m].needs_gt)
-    per_image: dict[str, dict[str, float]] = {}
+    per_image = {} if per_image is None else per_image
     features: dict[str, tuple[list, list]] = {m: ([], []) for m in per_set}
     problems: list[str] = []
     for stem, pp, gp in tqdm(pairs, desc="evaluating", unit="img", disable=not progress):
         decoded = []
         for path in (pp, gp):
             try:
-                decoded.append(read_rgb(path))
+                decoded.append(read_rgb(path, max_pixels))
             except ImageReadError as e:
                 problems.append(str(e))
         if len(decoded) < 2:

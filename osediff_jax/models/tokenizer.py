@@ -9,10 +9,16 @@ matched as the pad token and also becomes id 0 (open_clip's tokenizer gives it i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
-from transformers import CLIPTokenizer
+
+# transformers announces at import that PyTorch is missing, which reads as if this package needed it;
+# only its tokenizer is used here.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+from transformers import CLIPTokenizer  # noqa: E402
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402,F401  (random_sd's vocabulary)
 
 CONTEXT_LENGTH = 77
 REQUIRED_FILES = ("vocab.json", "merges.txt")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from osediff_jax.files.atomic import atomic_dir
+from osediff_jax.files.atomic import atomic_dir, signals_deferred
 from osediff_jax.models import schedule
 from osediff_jax.models.sd import COMPONENTS, build_module, param_shapes
 from osediff_jax.weights import diffusers_format, torch_format
@@ -30,10 +31,44 @@ def is_checkpoint(path: str | Path) -> bool:
 
 
 def save_tree(path: Path, tree: Any) -> None:
-    """An Orbax parameter tree, stored as host numpy arrays (dtypes kept)."""
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(path, jax.tree.map(np.asarray, tree))
-    ckpt.wait_until_finished()
+    """An Orbax parameter tree, stored as host numpy arrays (dtypes kept). Ctrl-C and SIGTERM take
+    effect when the save is complete, so that the caller can remove the folder cleanly."""
+    with signals_deferred(), ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(Path(path).absolute(), jax.tree.map(np.asarray, tree))
+        ckpt.wait_until_finished()
+
+
+def restore_tree(path: Path, components: tuple[str, ...] | None = None) -> dict:
+    """The tree `save_tree` wrote, checked to hold `components`; CheckpointError for missing or
+    corrupt data, in one line."""
+    path = Path(path).absolute()
+    with ocp.StandardCheckpointer() as ckpt:
+        try:
+            stored = ckpt.metadata(path)
+            stored = getattr(stored, "item_metadata", stored)
+            absent = [c for c in components or () if c not in stored]
+            if absent:
+                raise CheckpointError(f"{path}: no parameters for {absent}")
+            return ckpt.restore(path)
+        except CheckpointError:
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError) as e:  # Orbax and tensorstore raise all of these
+            _quiet_late_reads()
+            raise CheckpointError(f"{path}: unreadable or corrupt checkpoint data ({str(e).splitlines()[0]})") from None
+
+
+def _quiet_late_reads() -> None:
+    """After a failed restore, Orbax has closed its event loop while tensorstore still completes the
+    other reads; each late completion reports 'Event loop is closed' through sys.unraisablehook,
+    until the process ends. Those say nothing about the data: drop them, pass everything else on."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def save(dst: str | Path, params: dict, configs: dict, tokenizer_dir: str | Path | None = None) -> None:
@@ -76,13 +111,7 @@ def load(path: str | Path, components: tuple[str, ...] = COMPONENTS, *, dtype: A
         raise CheckpointError(f"{path / CONFIGS}: no config for {missing}")
     modules = {c: build_module(c, configs[c], dtype=dtype, attention_impl=attention_impl,
                                   source=f"{path / CONFIGS}[{c}]") for c in components}
-    ckpt = ocp.StandardCheckpointer()
-    stored = ckpt.metadata(path / "params")
-    stored = getattr(stored, "item_metadata", stored)
-    absent = [c for c in components if c not in stored]
-    if absent:
-        raise CheckpointError(f"{path / 'params'}: no parameters for {absent}")
-    restored = ckpt.restore(path / "params")
+    restored = restore_tree(path / "params", components)
     params = {}
     for c in components:
         expected = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(param_shapes(c, modules[c])).items()}

@@ -16,7 +16,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from osediff_jax.files.atomic import atomic_dir, atomic_path
@@ -179,7 +178,7 @@ def load(src: str | os.PathLike, unet_shapes: Any = None, vae_shapes: Any = None
     if not (src / META).is_file():
         raise CheckpointError(f"{src}: neither an osediff.pkl file nor a converted OSEDiff checkpoint ({META} missing)")
     meta = json.loads((src / META).read_text())
-    trees = ocp.StandardCheckpointer().restore(src / "params")
+    trees = bundle.restore_tree(src / "params", ("unet_lora", "vae_lora", "conv_in"))
     return OSEDiffWeights(trees["unet_lora"], trees["vae_lora"], trees["conv_in"], int(meta["rank_unet"]),
                           int(meta["rank_vae"]), meta["unet_modules"], meta["vae_modules"])
 

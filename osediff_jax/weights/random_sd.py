@@ -12,11 +12,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from osediff_jax.models import schedule
+from osediff_jax.models.tokenizer import bytes_to_unicode
 from osediff_jax.models.sd import COMPONENTS, build_module, param_shapes
-from osediff_jax.weights import bundle
+from osediff_jax.files.atomic import atomic_dir
+from osediff_jax.weights import bundle, osediff_pkl
 from osediff_jax.weights.diffusers_format import StableDiffusion
 
 UNET = {
@@ -81,3 +82,15 @@ def write_random_sd(dst: str | Path, seed: int = 0) -> None:
         for f in staging.iterdir():
             f.unlink()
         staging.rmdir()
+
+
+def write_random_models(dst: str | Path, seed: int = 0) -> None:
+    """Everything the commands read, random and small, in a new folder `dst`: `sd/` (a diffusers
+    SD-2.x folder), `osediff/` (OSEDiff LoRA weights, our format: rank 4, A random, B zero as at
+    the start of training) and `merged/` (the inference bundle of both, for `upscale --checkpoint`)."""
+    with atomic_dir(dst) as tmp:
+        write_random_sd(tmp / "sd", seed)
+        model = bundle.load(tmp / "sd", ("unet", "vae"))
+        w = osediff_pkl.new(jax.random.key(seed), model.params["unet"], model.params["vae"], model.params["unet"])
+        osediff_pkl.save(w, tmp / "osediff")
+        osediff_pkl.save_merged(tmp / "sd", tmp / "osediff", tmp / "merged")
