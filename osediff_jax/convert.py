@@ -74,10 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.time()
-    with interrupts():
+    with interrupts() as check:
         try:
             _check_dst(args.dst)
             COMMANDS[args.command][3](args)
+            check()  # a signal whose exception was swallowed (see interrupts)
         except (CheckpointError, FileExistsError, ValueError) as e:
             error(str(e))
             return USAGE

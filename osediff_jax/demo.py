@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.size < 8 or args.size % 4:
         parser.error(f"--size must be a multiple of 4, at least 8; got {args.size}")
-    with interrupts():
+    with interrupts() as check:
         try:
-            return _run(args.out, args.size, args.overwrite)
+            code = _run(args.out, args.size, args.overwrite)
+            check()  # a signal whose exception was swallowed (see interrupts)
+            return code
         except UsageError as e:
             error(str(e))
             return USAGE

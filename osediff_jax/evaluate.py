@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     done: dict[str, dict[str, float]] = {}
-    with interrupts():
+    with interrupts() as check:
         try:
             metrics = parse_metrics(args.metrics)
             if args.json is not None:
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_pixels > Image.MAX_IMAGE_PIXELS:  # the user's explicit choice, for this process
                 Image.MAX_IMAGE_PIXELS = args.max_pixels
             result = evaluate(args.pred, args.gt, metrics, args.weights, max_pixels=args.max_pixels, per_image=done)
+            check()  # a signal whose exception was swallowed (see interrupts)
             print(format_table(result, metrics))
             if args.json is not None:
                 write_json(args.json, result)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -101,15 +102,15 @@ def _summary(written: int, total: int, out: Path, kept: list[Path], failed: list
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with interrupts():
+    with interrupts() as check:
         try:
-            return _run(args)
+            return _run(args, check)
         except Interrupted as e:
             print(f"interrupted ({e}) before any image was written", file=sys.stderr)
             return e.exit_code
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, check: Callable[[], None]) -> int:
     src, out = args.input, args.output
     try:
         problem = _check_paths(src, out)
@@ -133,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     seed_key = jax.random.key(args.seed)
     try:
         for i, path in enumerate(tqdm(files, desc="upscale", unit="img", disable=len(files) < 2)):
+            check()
             dst = out / f"{path.stem}.png"
             if dst.exists() and dst not in written and not args.overwrite:
                 kept.append(dst)
@@ -154,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
                 written[dst] = path
                 continue
             tqdm.write(f"skipped: {failed[-1]}", file=sys.stderr)
+        check()
     except Interrupted as e:
         print(f"interrupted ({e})", file=sys.stderr)
         _summary(len(written), len(files), out, kept, failed)

@@ -15,7 +15,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 OK, SOME_FAILED, USAGE, SIGINT_EXIT, SIGTERM_EXIT = 0, 1, 2, 130, 143
 EXIT_CODES = ("exit codes: 0 all done; 1 some inputs failed (listed, with a summary); 2 bad usage or unusable "
@@ -36,17 +36,33 @@ class UsageError(ValueError):
 
 
 @contextlib.contextmanager
-def interrupts() -> Iterator[None]:
-    """Turns SIGINT and SIGTERM into `Interrupted` inside the block (main thread only)."""
+def interrupts() -> Iterator[Callable[[], None]]:
+    """Turns SIGINT and SIGTERM into `Interrupted` inside the block (main thread only). A handler
+    that fires inside a garbage-collection callback (JAX runs one) has its exception swallowed, so
+    the signal is also recorded: the block's `check()` raises it between units of work."""
+    received: list[int] = []
+
     def handler(signum, frame):
+        received.append(signum)
         raise Interrupted(signum)
 
+    def check() -> None:
+        if received:
+            raise Interrupted(received[0])
+
+    def unraisable(u: Any) -> None:  # a swallowed Interrupted is not an error: check() raises it
+        if not isinstance(u.exc_value, Interrupted):
+            previous_hook(u)
+
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield check
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if sys.unraisablehook is unraisable:  # not if a later hook chains to ours (bundle's)
+            sys.unraisablehook = previous_hook
 
 
 def user_path(path: str | os.PathLike) -> Path:
