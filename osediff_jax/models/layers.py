@@ -29,13 +29,76 @@ def check_config(config: Mapping[str, Any], spec: Mapping[str, Any], source: str
             raise ValueError(f"{source}: {key}={value!r} is not supported; expected one of {spec[key]}")
 
 
+Padding = tuple[tuple[int, int], tuple[int, int]]
+
+# On the CPU, two kinds of convolution run as patches + one matrix product (`conv_patches`):
+# - an image with fewer pixels than the kernel has taps (the 1x1 and 2x2 levels of a small latent):
+#   there XLA's simplifier swaps the operands, reversing e.g. the 3x3x1280x1280 weights on every call
+#   and running a slow convolution with them as the input (20-40x slower than patches at 1280
+#   channels, batch 1 and 4);
+# - at most PATCHES_MAX_PIXELS output pixels over the whole batch: this CPU backend's convolution is
+#   slow on small images (1.1-2.5x slower at 1280 channels), the matmul loses from about 800 pixels
+#   on (0.7-0.9x). Measured with `python -m benchmarks.conv_threshold` at 320/640/1280 channels,
+#   sides 1 to 64, batch 1 and 4 (BENCHMARKS.md).
+PATCHES_MAX_PIXELS = 576
+
+
+def conv_patches(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+    """NHWC x HWIO convolution as im2col: the kh*kw shifted (strided) views side by side, one matmul."""
+    kh, kw, cin, cout = kernel.shape
+    # In float32 at least, rounded once at the end as the library convolution does: in bf16 the
+    # gradient of the overlapping views would be rounded once per tap (twice the library's error).
+    dtype, acc = x.dtype, jnp.promote_types(x.dtype, jnp.float32)
+    x = jnp.pad(x.astype(acc), ((0, 0), padding[0], padding[1], (0, 0)))
+    oh, ow = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
+    views = [x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+             for i in range(kh) for j in range(kw)]
+    # Channel order (i, j, c) is the row order of the kernel reshaped to [kh * kw * in, out].
+    patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+    return jnp.dot(patches, kernel.astype(acc).reshape(kh * kw * cin, cout)).astype(dtype)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+    """NHWC x HWIO convolution: patches on the CPU for small outputs, else the library convolution."""
+    kh, kw = kernel.shape[:2]
+    oh = (x.shape[1] + sum(padding[0]) - kh) // stride + 1
+    ow = (x.shape[2] + sum(padding[1]) - kw) // stride + 1
+    small = x.shape[1] * x.shape[2] < kh * kw or x.shape[0] * oh * ow <= PATCHES_MAX_PIXELS
+    # Decided at trace time; the GPU keeps the library convolution (XLA's GPU pipeline does not swap).
+    if small and jax.default_backend() == "cpu":
+        return conv_patches(x, kernel, stride, padding)
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+class Conv(nn.Module):
+    """nn.Conv's parameters (`kernel` [k, k, in, out], `bias` [out]), initialisers and dtype
+    promotion, square kernel and stride, explicit padding, computed by `conv2d`."""
+
+    features: int
+    kernel_size: int
+    strides: int = 1
+    padding: Padding = ((1, 1), (1, 1))
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features),
+                            self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return conv2d(x, kernel, self.strides, self.padding) + bias
+
+
 def conv(features: int, kernel: int, name: str, dtype: Dtype, param_dtype: Dtype, stride: int = 1,
-         padding: Any = None) -> nn.Conv:
+         padding: Any = None) -> Conv:
     pad = kernel // 2 if padding is None else padding
     if isinstance(pad, int):
         pad = ((pad, pad), (pad, pad))
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=pad, name=name,
-                   dtype=dtype, param_dtype=param_dtype)
+    return Conv(features, kernel, strides=stride, padding=tuple(map(tuple, pad)), name=name, dtype=dtype,
+                param_dtype=param_dtype)
 
 
 def group_norm(groups: int, eps: float, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.GroupNorm:
