@@ -1,8 +1,8 @@
-"""The CPU fast path of convolutions: patches + one matmul.
+"""The CPU fast paths: convolutions as patches + one matmul, attention with deferred normalisation.
 
-It must give the library convolution's values and gradients (training differentiates through it),
-in float32 and bf16; and a compiled UNet at a small latent must not reverse its kernels (XLA's
-operand swap, see `layers.conv2d`).
+Both must give the library convolution's and the plain softmax formula's values and gradients
+(training differentiates through them), in float32 and bf16; and a compiled UNet at a small latent
+must not reverse its kernels (XLA's operand swap, see `layers.conv2d`).
 """
 
 import flax.linen as nn
@@ -11,13 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from osediff_jax.models import layers, sd
+from osediff_jax.models import attention, layers, sd
 from osediff_jax.weights import random_sd
 
-# Four levels like SD's, so that an 8x8 latent reaches 2x2 and 1x1 (fewer pixels than 3x3 taps).
+# Four levels like SD's, so that an 8x8 latent reaches 2x2 and 1x1 (fewer pixels than 3x3 taps);
+# attention at the first level only, which keeps the compilation short.
 UNET_4_LEVELS = {**random_sd.UNET, "block_out_channels": [32, 32, 64, 64], "attention_head_dim": [2, 2, 4, 4],
-                 "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-                 "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}
+                 "down_block_types": ["CrossAttnDownBlock2D"] + ["DownBlock2D"] * 3,
+                 "up_block_types": ["UpBlock2D"] * 3 + ["CrossAttnUpBlock2D"]}
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 
 
@@ -95,3 +96,43 @@ def test_patches_are_chosen_by_size_on_the_cpu(shape, kernel, patches):
     jaxpr = str(jax.make_jaxpr(lambda x, w: layers.conv2d(x, w, 1, pad))(
         jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct((kernel, kernel, 8, 8), jnp.float32)))
     assert ("conv_general_dilated" not in jaxpr) == patches
+
+
+def _old_attention(q, k, v, bias=None):
+    """The formula before the rewrite: scaled logits, softmax, then the value product, in [B, L, H, D]."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * q.shape[-1] ** -0.5
+    if bias is not None:
+        logits = logits + bias
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def _causal(n):
+    return jnp.where(jnp.tril(jnp.ones((n, n), bool)), 0.0, jnp.finfo(jnp.float32).min)[None, None]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("case", ["whole", "query blocks", "causal bias", "gpu fused softmax"])
+def test_attention_matches_old_formula_and_gradients(monkeypatch, dtype, case):
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.standard_normal((2, n, 3, 16)).astype(np.float32) for n in (37, 37, 37))
+    bias = _causal(37) if case == "causal bias" else None
+    if case == "query blocks":
+        monkeypatch.setattr(attention, "CPU_BLOCK_LOGITS", 2 * 3 * 8 * 37)  # 5 blocks of 8 queries
+    if case == "gpu fused softmax":
+        new = lambda q, k, v: jnp.swapaxes(attention._fused_softmax(
+            *(jnp.swapaxes(x, 1, 2) for x in (q * jnp.asarray(0.25, q.dtype), k, v)), None), 1, 2)
+    else:
+        new = lambda q, k, v: attention.dot_product_attention(q, k, v, bias=bias)
+    cot = rng.standard_normal(q.shape).astype(np.float32)
+    want = _value_and_grads(lambda q, k, v: _old_attention(q, k, v, bias), (q, k, v), cot)
+    args = tuple(x.astype(dtype) for x in (q, k, v))
+    got = _value_and_grads(jax.jit(new), args, cot)
+    errs = [_rel(g, r) for g, r in zip(got, want)]
+    # In bf16 the old formula is the yardstick: ours may not lose more than it does against float32.
+    old = [_rel(g, r) for g, r in zip(_value_and_grads(lambda q, k, v: _old_attention(q, k, v, bias), args, cot), want)]
+    print(f"attention {case}, {jnp.dtype(dtype).name}, new (old) against float32 old, output / dq / dk / dv: "
+          + " / ".join(f"{e:.1e} (old {o:.1e})" for e, o in zip(errs, old)))
+    assert max(errs) <= TOL[dtype]
+    if dtype == jnp.bfloat16:
+        assert all(e <= 1.5 * o + 1e-3 for e, o in zip(errs, old))

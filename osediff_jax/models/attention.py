@@ -1,6 +1,6 @@
 """Multi-head attention kernels, chosen by a config switch.
 
-"xla": einsum with a float32 softmax, any dtype, any shape (the default, and the CPU path).
+"xla": einsums with float32 softmax statistics, any dtype, any shape (the default, and the CPU path).
 "cudnn": `jax.nn.dot_product_attention` with cuDNN's fused kernel, used where it applies (GPU,
 bf16/fp16, head dim <= 128); elsewhere, e.g. the VAE's single 512-wide head, it falls back to "xla".
 """
@@ -15,29 +15,52 @@ IMPLS = ("xla", "cudnn")
 
 # Logits above this many elements are computed a block of queries at a time (same numbers, bounded
 # memory): a 2048 px image has 65536 tokens in the VAE's mid-block attention, 16 GiB of fp32 logits.
+# The tiled upscaler's memory plan relies on this bound on every device.
 MAX_LOGITS = 2**27
+# On the CPU, blocks are smaller still, for speed: a block's logits (16 MiB of fp32) are exponentiated
+# and multiplied by v while still in cache, rather than written out and read back three times.
+CPU_BLOCK_LOGITS = 2**22
 
 
 def _xla(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
-    b, lq, h, _ = q.shape
-    n = b * h * lq * k.shape[1]
-    if n > MAX_LOGITS and bias is None:
-        chunk = max(1, lq * MAX_LOGITS // n)
-        blocks = -(-lq // chunk)
-        qp = jnp.pad(q, ((0, 0), (0, blocks * chunk - lq), (0, 0), (0, 0)))
-        qs = jnp.moveaxis(qp.reshape(b, blocks, chunk, *q.shape[2:]), 1, 0)
-        out = jax.lax.map(lambda qc: _xla_block(qc, k, v, None), qs)
-        return jnp.moveaxis(out, 0, 1).reshape(b, blocks * chunk, h, v.shape[-1])[:, :lq]
-    return _xla_block(q, k, v, bias)
+    # [B, H, L, D]: both products are then matmuls batched over leading axes, as PyTorch's SDPA has it.
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
+    # Scaling q costs B*H*Lq*D multiplications, scaling the logits B*H*Lq*Lk.
+    q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    cpu = jax.default_backend() == "cpu"
+    attend = _deferred_normalisation if cpu else _fused_softmax
+    b, h, lq, _ = q.shape
+    n = b * h * lq * k.shape[2]
+    limit = min(MAX_LOGITS, CPU_BLOCK_LOGITS) if cpu else MAX_LOGITS
+    if n <= limit or bias is not None:
+        return jnp.swapaxes(attend(q, k, v, bias), 1, 2)
+    blocks = -(-lq // max(1, lq * limit // n))
+    chunk = -(-lq // blocks)  # the same number of blocks, evened out: less padding, still within limit
+    qp = jnp.pad(q, ((0, 0), (0, 0), (0, blocks * chunk - lq), (0, 0)))
+    qs = jnp.moveaxis(qp.reshape(b, h, blocks, chunk, q.shape[-1]), 2, 0)
+    out = jax.lax.map(lambda qc: attend(qc, k, v, None), qs)
+    out = jnp.moveaxis(out, 0, 2).reshape(b, h, blocks * chunk, v.shape[-1])[:, :, :lq]
+    return jnp.swapaxes(out, 1, 2)
 
 
-def _xla_block(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    if bias is not None:
-        logits = logits + bias
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+def _logits(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+    return logits if bias is None else logits + bias
+
+
+def _fused_softmax(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """Softmax, then the value product: the form XLA's GPU compiler fuses into one softmax kernel."""
+    probs = jax.nn.softmax(_logits(q, k, bias), axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+
+
+def _deferred_normalisation(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """exp(logits - max) v / sum: one division per output element instead of per logit."""
+    logits = _logits(q, k, bias)
+    # The max only keeps exp in range; the result does not depend on it (as in jax.nn.softmax).
+    e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+    out = jnp.einsum("bhqk,bhkd->bhqd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return (out / e.sum(axis=-1, keepdims=True)).astype(v.dtype)
 
 
 def _cudnn_applies(q: jax.Array) -> bool:
