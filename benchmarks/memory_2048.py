@@ -3,7 +3,9 @@ compiled function's memory analysis (no weights needed: parameters are abstract 
 
   python -m benchmarks.memory_2048 [--size 2048] [--dtype bfloat16] [--config-dir ../shared/reference/sd21-base]
 
-On the CPU this shows what XLA plans to allocate; the same program on a GPU has the same buffers.
+On the CPU this shows what XLA plans to allocate for the CPU's program, which differs from the GPU's
+in its fast paths (convolutions on small images as patches, attention in smaller query blocks; see
+models/layers.py and models/attention.py); the GPU's attention blocks are bounded by MAX_LOGITS alone.
 """
 
 from __future__ import annotations
