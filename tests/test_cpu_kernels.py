@@ -86,15 +86,16 @@ def test_conv_module_has_nn_conv_parameters_and_values():
     assert _rel(ours.apply(params, x), flax.apply(params, x)) <= 1e-6
 
 
-@pytest.mark.parametrize("shape,kernel,patches", [
-    ((1, 24, 24, 8), 3, True), ((1, 25, 24, 8), 3, False),  # PATCHES_MAX_PIXELS output pixels per batch
-    ((4, 12, 12, 8), 3, True), ((4, 13, 12, 8), 3, False),
-    ((512, 2, 2, 8), 3, True), ((512, 3, 3, 8), 3, False),  # the swap case at any batch
+@pytest.mark.parametrize("shape,patches", [
+    ((1, 24, 24, 1280), True), ((1, 25, 24, 1280), False),  # PATCHES_MAX_PIXELS output pixels per batch
+    ((4, 12, 12, 1280), True), ((4, 13, 12, 1280), False),
+    ((1, 4, 4, 1280), True), ((1, 4, 4, 640), False),  # PATCHES_MIN_CHANNELS
+    ((512, 2, 2, 8), True), ((512, 3, 3, 8), False),  # the swap case at any batch and width
 ])
-def test_patches_are_chosen_by_size_on_the_cpu(shape, kernel, patches):
+def test_patches_are_chosen_by_size_on_the_cpu(shape, patches):
     pad = ((1, 1), (1, 1))
     jaxpr = str(jax.make_jaxpr(lambda x, w: layers.conv2d(x, w, 1, pad))(
-        jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct((kernel, kernel, 8, 8), jnp.float32)))
+        jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct((3, 3, shape[-1], 8), jnp.float32)))
     assert ("conv_general_dilated" not in jaxpr) == patches
 
 

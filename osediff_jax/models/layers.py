@@ -34,38 +34,45 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 # On the CPU, two kinds of convolution run as patches + one matrix product (`conv_patches`):
 # - an image with fewer pixels than the kernel has taps (the 1x1 and 2x2 levels of a small latent):
 #   there XLA's simplifier swaps the operands, reversing e.g. the 3x3x1280x1280 weights on every call
-#   and running a slow convolution with them as the input (20-40x slower than patches at 1280
-#   channels, batch 1 and 4);
-# - at most PATCHES_MAX_PIXELS output pixels over the whole batch: this CPU backend's convolution is
-#   slow on small images (1.1-2.5x slower at 1280 channels), the matmul loses from about 800 pixels
-#   on (0.7-0.9x). Measured with `python -m benchmarks.conv_threshold` at 320/640/1280 channels,
-#   sides 1 to 64, batch 1 and 4 (BENCHMARKS.md).
+#   and running a slow convolution with them as the input (2-20x slower than patches, batch 1 and 4);
+# - at least PATCHES_MIN_CHANNELS input channels and at most PATCHES_MAX_PIXELS output pixels over
+#   the batch: at 1280 channels, batch 1, this CPU backend's convolution is 1.1-2.5x slower than
+#   patches from 4x4 to 24x24 pixels, even at 32x32, faster from 48x48 on; at batch 4 patches lose
+#   from 16x16 on; at 320 and 640 channels they do not win (0.6-1.2x).
+# Measured with `python -m benchmarks.conv_threshold` at 320/640/1280 channels, sides 1 to 64, batch
+# 1 and 4 (BENCHMARKS.md).
+PATCHES_MIN_CHANNELS = 1280
 PATCHES_MAX_PIXELS = 576
 
 
 def conv_patches(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
-    """NHWC x HWIO convolution as im2col: the kh*kw shifted (strided) views side by side, one matmul."""
+    """NHWC x HWIO convolution as im2col: each output pixel's kh*kw input pixels side by side, one matmul."""
     kh, kw, cin, cout = kernel.shape
     # In float32 at least, rounded once at the end as the library convolution does: in bf16 the
     # gradient of the overlapping views would be rounded once per tap (twice the library's error).
     dtype, acc = x.dtype, jnp.promote_types(x.dtype, jnp.float32)
     x = jnp.pad(x.astype(acc), ((0, 0), padding[0], padding[1], (0, 0)))
-    oh, ow = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
-    views = [x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
-             for i in range(kh) for j in range(kw)]
-    # Channel order (i, j, c) is the row order of the kernel reshaped to [kh * kw * in, out].
-    patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
-    return jnp.dot(patches, kernel.astype(acc).reshape(kh * kw * cin, cout)).astype(dtype)
+    b, hp, wp, _ = x.shape
+    oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    # One gather of flat pixel indices in (y, x, i, j) order, so that the channels come out in the
+    # kernel's [kh * kw * in] row order. Not a concatenation of kh*kw shifted views: that runs up to
+    # 1.2x faster, but XLA's CPU compiler takes 20x longer over it (0.12 s per 8x8x64 convolution).
+    rows = stride * np.arange(oh)[:, None, None, None] + np.arange(kh)[None, None, :, None]
+    cols = stride * np.arange(ow)[None, :, None, None] + np.arange(kw)[None, None, None, :]
+    flat = x.reshape(b, hp * wp, cin)
+    patches = jnp.take(flat, (rows * wp + cols).reshape(-1), axis=1, mode="clip")  # all in bounds
+    return jnp.dot(patches.reshape(b, oh, ow, kh * kw * cin), kernel.astype(acc).reshape(-1, cout)).astype(dtype)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
-    """NHWC x HWIO convolution: patches on the CPU for small outputs, else the library convolution."""
+    """NHWC x HWIO convolution: patches on the CPU where they are faster, else the library convolution."""
     kh, kw = kernel.shape[:2]
     oh = (x.shape[1] + sum(padding[0]) - kh) // stride + 1
     ow = (x.shape[2] + sum(padding[1]) - kw) // stride + 1
-    small = x.shape[1] * x.shape[2] < kh * kw or x.shape[0] * oh * ow <= PATCHES_MAX_PIXELS
+    swapped = x.shape[1] * x.shape[2] < kh * kw
+    small = x.shape[-1] >= PATCHES_MIN_CHANNELS and x.shape[0] * oh * ow <= PATCHES_MAX_PIXELS
     # Decided at trace time; the GPU keeps the library convolution (XLA's GPU pipeline does not swap).
-    if small and jax.default_backend() == "cpu":
+    if (swapped or small) and jax.default_backend() == "cpu":
         return conv_patches(x, kernel, stride, padding)
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
