@@ -8,7 +8,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,7 @@ def restore_tree(path: Path, components: tuple[str, ...] | None = None) -> dict:
     """The tree `save_tree` wrote, checked to hold `components`; CheckpointError for missing or
     corrupt data, in one line."""
     path = Path(path).absolute()
+    previous, sys.unraisablehook = sys.unraisablehook, _without_closed_loop_reports(sys.unraisablehook)
     with ocp.StandardCheckpointer() as ckpt:
         try:
             stored = ckpt.metadata(path)
@@ -49,26 +50,27 @@ def restore_tree(path: Path, components: tuple[str, ...] | None = None) -> dict:
             absent = [c for c in components or () if c not in stored]
             if absent:
                 raise CheckpointError(f"{path}: no parameters for {absent}")
-            return ckpt.restore(path)
+            tree = ckpt.restore(path)
         except CheckpointError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as e:  # Orbax and tensorstore raise all of these
-            _quiet_late_reads()
+            # The filter stays: the failed restore's other reads keep completing until the process ends.
             raise CheckpointError(f"{path}: unreadable or corrupt checkpoint data ({str(e).splitlines()[0]})") from None
+    sys.unraisablehook = previous
+    return tree
 
 
-def _quiet_late_reads() -> None:
-    """After a failed restore, Orbax has closed its event loop while tensorstore still completes the
-    other reads; each late completion reports 'Event loop is closed' through sys.unraisablehook,
-    until the process ends. Those say nothing about the data: drop them, pass everything else on."""
-    previous = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
+def _without_closed_loop_reports(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """`hook` without the reports of a failed restore: Orbax closes its event loop at the first
+    failed read while tensorstore still completes the others, during the restore and after it, and
+    each late completion reports 'Event loop is closed' through sys.unraisablehook. Those say
+    nothing about the data."""
+    def filtered(unraisable: Any) -> None:
         exc = unraisable.exc_value
         if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
-            previous(unraisable)
+            hook(unraisable)
 
-    sys.unraisablehook = hook
+    return filtered
 
 
 def save(dst: str | Path, params: dict, configs: dict, tokenizer_dir: str | Path | None = None) -> None:
