@@ -1,0 +1,116 @@
+"""The training configuration, the trainable sets with their optimisers, and the train state
+(FACTS section 4; the authors' `train_osediff.py` and `osediff.py`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from osediff_jax import lora, osediff_weights
+from osediff_jax.degradation import DegradationConfig
+from osediff_jax.sd import StableDiffusion
+from osediff_jax.training import prompts
+
+REGULARIZER_LORA = ("full", "mid_block")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The authors' defaults (`train_osediff.py` arguments and launch script) unless noted."""
+
+    lambda_l2: float = 1.0
+    lambda_lpips: float = 2.0
+    lambda_vsd: float = 1.0
+    lambda_reg: float = 1.0  # their lambda_vsd_lora
+    cfg_vsd: float = 7.5
+    # "full": the regulariser LoRA on every UNet target, as the paper intends; "mid_block": only the
+    # mid-block adapter, which is what the authors' code trains (FACTS section 4, quirk 1).
+    regularizer_lora: str = "full"
+    rank: int = 4
+    learning_rate: float = 5e-5
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    weight_decay: float = 1e-2
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    prompt: str = ""  # the fixed prompt; the authors use RAM tags of the GT (a PromptSource)
+    negative_prompt: str = prompts.NEGATIVE_PROMPT
+    frozen_dtype: str = "float32"  # storage of the frozen base UNet and VAE; "bfloat16" halves them
+    remat: bool = False  # recompute UNet/VAE blocks in the backward pass (less memory, more time)
+    micro_batches: int = 1  # gradient accumulation: the batch is split, one update per step
+    donate: bool = True  # the step reuses the state's buffers for the new state
+    degradation: DegradationConfig = DegradationConfig()
+
+    def __post_init__(self):
+        if self.regularizer_lora not in REGULARIZER_LORA:
+            raise ValueError(f"regularizer_lora={self.regularizer_lora!r}; expected one of {REGULARIZER_LORA}")
+        if self.micro_batches < 1:
+            raise ValueError(f"micro_batches={self.micro_batches}; expected at least 1")
+
+
+def optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """AdamW (torch's decoupled weight decay; constant rate) behind global-norm clipping, as each of the
+    authors' two optimisers. It is only ever given trainable trees, so frozen weights have no state."""
+    return optax.chain(
+        optax.clip_by_global_norm(config.max_grad_norm),
+        optax.adamw(config.learning_rate, config.adam_b1, config.adam_b2, config.adam_eps,
+                    weight_decay=config.weight_decay))
+
+
+def regularizer_modules(unet_shapes: Any, mode: str) -> list[str]:
+    """The UNet modules of the regulariser LoRA: every target, or the mid-block ones (`default_others`)."""
+    lists = lora.unet_target_lists(unet_shapes)
+    return lists["default_others"] if mode == "mid_block" else [m for ms in lists.values() for m in ms]
+
+
+def init_train_state(model: StableDiffusion, lpips_params: Any, key: jax.Array, config: TrainConfig = TrainConfig(),
+                     osediff: str | Path | osediff_weights.OSEDiffWeights | None = None) -> tuple[dict, dict]:
+    """(state, frozen) for `step.make_train_step`, from an SD-2.x model (`checkpoint.load` of our
+    checkpoint or a diffusers folder; its text encoder encodes the prompts once).
+
+    `osediff` warm-starts the generator from an `osediff.pkl`, our OSEDiff checkpoint or weights in
+    memory; without it the generator LoRA is peft's seeded gaussian init and `conv_in` the base one.
+    `key` is split into (generator LoRA, regulariser LoRA, run key).
+
+    state (float32, donated to the step):
+        step      int32 []
+        key       the run's PRNG key (the loop passes fold_in(key, step) to the step)
+        gen       {"unet_lora": LoRA tree (3 adapters), "conv_in": {"kernel", "bias"},
+                   "vae_lora": LoRA tree (encoder + quant_conv)}
+        reg       {"unet_lora": LoRA tree (every target, or the mid block)}
+        gen_opt   optax state of `optimizer(config)` over gen
+        reg_opt   optax state of `optimizer(config)` over reg
+    frozen (never updated; `frozen_dtype`):
+        unet, vae       the base parameters (the one copy shared by generator, fake and real score)
+        lpips           LPIPS-vgg parameters (float32)
+        prompt_embeds   [1, 77, C] the fixed prompt; neg_embeds [1, 77, C] the negative prompt
+    LoRA trees have `lora.py`'s layout: module path -> {"lora_A": {"kernel"}, "lora_B": {"kernel"}}.
+    """
+    unet_params, vae_params = model.params["unet"], model.params["vae"]
+    k_gen, k_reg, k_run = jax.random.split(key, 3)
+    if osediff is None:
+        w = osediff_weights.new(k_gen, unet_params, vae_params, unet_params, config.rank)
+    elif isinstance(osediff, osediff_weights.OSEDiffWeights):
+        w = osediff
+    else:
+        w = osediff_weights.load(osediff, unet_params, vae_params)
+    if (w.rank_unet, w.rank_vae) != (config.rank, config.rank):
+        raise ValueError(f"the OSEDiff weights have ranks {w.rank_unet}/{w.rank_vae}; config.rank is {config.rank}")
+    f32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+    gen = f32({"unet_lora": w.unet_lora, "conv_in": w.conv_in, "vae_lora": w.vae_lora})
+    reg = f32({"unet_lora": lora.init(k_reg, unet_params, regularizer_modules(unet_params, config.regularizer_lora),
+                                      config.rank)})
+    opt = optimizer(config)
+    state = {"step": jnp.zeros((), jnp.int32), "key": k_run, "gen": gen, "reg": reg,
+             "gen_opt": opt.init(gen), "reg_opt": opt.init(reg)}
+    emb = prompts.encode(model.modules["text_encoder"], model.params["text_encoder"], model.tokenizer_dir,
+                         [config.prompt, config.negative_prompt])
+    cast = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, config.frozen_dtype), tree)
+    frozen = {"unet": cast(unet_params), "vae": cast(vae_params), "lpips": f32(lpips_params),
+              "prompt_embeds": emb[:1], "neg_embeds": emb[1:]}
+    return state, frozen

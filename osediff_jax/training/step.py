@@ -1,0 +1,162 @@
+"""OSEDiff's training step as one jitted function (FACTS section 4; the authors' `train_osediff.py`).
+
+    train_step = make_train_step(unet, vae, alphas_cumprod, config)
+    state, metrics = train_step(state, frozen, {"gt": gt_uint8}, jax.random.fold_in(state["key"], step))
+
+The frozen tree is an argument of its own rather than part of the state: the step returns the state,
+and returning the frozen weights from a jitted function would copy them every step.
+
+Per step: degrade the GT on device; prompt embeddings; the generator (VAE-encoder posterior sample,
+UNet at t=999, one step, decode, clamp) and its loss `l2 * MSE + lpips * LPIPS_vgg + vsd * VSD`,
+differentiated with respect to the generator's trainable set and applied; then the regulariser's
+denoising loss on the same (stopped) latents, differentiated with respect to its LoRA and applied.
+The frozen base UNet serves the generator (with its LoRA and conv_in), the fake score (with the
+regulariser LoRA) and the real score (alone). LoRA is applied unmerged (`unmerged.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from osediff_jax import degradation
+from osediff_jax.generator import TIMESTEP, decode_latent, one_step_x0
+from osediff_jax.metrics.lpips import LPIPS
+from osediff_jax.training import vsd
+from osediff_jax.training.prompts import PromptSource, fixed_prompt
+from osediff_jax.training.state import TrainConfig, optimizer
+from osediff_jax.training.unmerged import unmerged
+
+VSD_T = (20, 980)  # the authors' randint(20, 980): t in [20, 979]
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+class Draws(NamedTuple):
+    """Every random draw of a step after the degradation, per sample (B = the whole batch)."""
+
+    vae_noise: jax.Array  # [B, h, w, C] N(0, 1): the posterior sample is mean + std * vae_noise
+    vsd_t: jax.Array  # int32 [B] in [20, 980): one t for both scores
+    vsd_noise: jax.Array  # [B, h, w, C]: one noise for both scores
+    reg_t: jax.Array  # int32 [B] in [0, 1000): the regulariser's own t
+    reg_noise: jax.Array  # [B, h, w, C]: and its own noise
+
+
+def sample_draws(key: jax.Array, latent_shape: tuple[int, ...]) -> Draws:
+    """The draws of one step: `key` is split into five, in the order of Draws' fields."""
+    k = jax.random.split(key, 5)
+    b = latent_shape[0]
+    return Draws(jax.random.normal(k[0], latent_shape, jnp.float32),
+                 jax.random.randint(k[1], (b,), *VSD_T, jnp.int32),
+                 jax.random.normal(k[2], latent_shape, jnp.float32),
+                 jax.random.randint(k[3], (b,), 0, NUM_TRAIN_TIMESTEPS, jnp.int32),
+                 jax.random.normal(k[4], latent_shape, jnp.float32))
+
+
+def make_step_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig,
+                 prompt_source: PromptSource = fixed_prompt) -> Callable[..., tuple[dict, dict]]:
+    """step_fn(state, frozen, lq, gt, draws) -> (state, metrics), not jitted: the step after the
+    degradation, with every draw given (a test injects the reference's). lq, gt: [B, H, W, 3] in [0, 1]."""
+    ac = jnp.asarray(alphas_cumprod, jnp.float32)
+    rank, remat = config.rank, config.remat
+    lpips_net = LPIPS("vgg")
+    opt = optimizer(config)
+    sg = jax.lax.stop_gradient
+
+    def unet_eps(params, lora, noisy, t, context, remat_here=False):
+        with unmerged(lora, rank, remat_here):
+            return unet.apply({"params": params}, noisy, t, context).astype(jnp.float32)
+
+    def vsd_term(reg, frozen, x0, emb, d: Draws):
+        b = x0.shape[0]
+        noisy = vsd.add_noise(sg(x0), d.vsd_noise, d.vsd_t, ac)
+        eps_fake = unet_eps(frozen["unet"], sg(reg["unet_lora"]), noisy, d.vsd_t, emb)
+        # Real score: the negative prompt and the prompt in one batch, as the authors run it.
+        neg = jnp.broadcast_to(frozen["neg_embeds"], emb.shape).astype(emb.dtype)
+        eps_both = unet_eps(frozen["unet"], None, jnp.concatenate([noisy, noisy]),
+                            jnp.concatenate([d.vsd_t, d.vsd_t]), jnp.concatenate([neg, emb]))
+        eps_real = vsd.cfg(eps_both[:b], eps_both[b:], config.cfg_vsd)
+        return vsd.vsd_loss(x0, vsd.eps_to_x0(noisy, eps_fake, d.vsd_t, ac),
+                            vsd.eps_to_x0(noisy, eps_real, d.vsd_t, ac))
+
+    def gen_loss(gen, reg, frozen, lq, gt, emb, d: Draws):
+        with unmerged(gen["vae_lora"], rank, remat):
+            mean, logvar = vae.apply({"params": frozen["vae"]}, lq, method="encode")
+        mean, logvar = mean.astype(jnp.float32), logvar.astype(jnp.float32)
+        z = (mean + jnp.exp(0.5 * logvar) * d.vae_noise) * vae.scaling_factor
+        unet_params = {**frozen["unet"], "conv_in": gen["conv_in"]}
+        eps = unet_eps(unet_params, gen["unet_lora"], z, jnp.full((z.shape[0],), TIMESTEP), emb, remat)
+        x0 = one_step_x0(z, eps, ac[TIMESTEP])
+        with unmerged(None, rank, remat):
+            sr = decode_latent(vae, frozen["vae"], x0)
+        l2 = jnp.mean((sr - gt) ** 2)
+        lp = jnp.mean(lpips_net.apply({"params": frozen["lpips"]}, sr, gt))
+        v, w = vsd_term(reg, frozen, x0, emb, d)
+        total = config.lambda_l2 * l2 + config.lambda_lpips * lp + config.lambda_vsd * v
+        terms = {"l2": l2, "lpips": lp, "vsd": v, "vsd_normaliser": jnp.mean(w)}
+        return total, (terms, x0)
+
+    def reg_loss(reg, frozen, x0, emb, d: Draws):
+        noisy = vsd.add_noise(x0, d.reg_noise, d.reg_t, ac)
+        eps = unet_eps(frozen["unet"], reg["unet_lora"], noisy, d.reg_t, emb, remat)
+        return config.lambda_reg * vsd.regularizer_loss(eps, d.reg_noise)
+
+    def grads(state, frozen, lq, gt, emb, d: Draws):
+        (total, (terms, x0)), g_gen = jax.value_and_grad(gen_loss, has_aux=True)(
+            state["gen"], state["reg"], frozen, lq, gt, emb, d)
+        reg_total, g_reg = jax.value_and_grad(reg_loss)(state["reg"], frozen, sg(x0), sg(emb), d)
+        return g_gen, g_reg, {**terms, "loss": total, "reg": reg_total / config.lambda_reg}
+
+    def step_fn(state, frozen, lq, gt, draws: Draws):
+        lq = lq.astype(jnp.float32) * 2.0 - 1.0
+        gt = gt.astype(jnp.float32) * 2.0 - 1.0
+        emb = prompt_source(frozen, gt).astype(jnp.float32)
+        data = (lq, gt, emb, draws)
+        k = config.micro_batches
+        if k == 1:
+            g_gen, g_reg, m = grads(state, frozen, *data)
+        else:
+            if lq.shape[0] % k:
+                raise ValueError(f"batch {lq.shape[0]} does not split into {k} micro-batches")
+            micro = jax.tree.map(lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:]), data)
+
+            def body(acc, mb):
+                return jax.tree.map(jnp.add, acc, grads(state, frozen, *mb)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads, state, frozen, *jax.tree.map(lambda x: x[0], micro)))
+            total, _ = jax.lax.scan(body, zeros, micro)
+            g_gen, g_reg, m = jax.tree.map(lambda x: x / k, total)
+        gen_norm, reg_norm = optax.global_norm(g_gen), optax.global_norm(g_reg)
+        upd, gen_opt = opt.update(g_gen, state["gen_opt"], state["gen"])
+        gen = optax.apply_updates(state["gen"], upd)
+        upd, reg_opt = opt.update(g_reg, state["reg_opt"], state["reg"])
+        reg = optax.apply_updates(state["reg"], upd)
+        weights = {"l2": config.lambda_l2, "lpips": config.lambda_lpips, "vsd": config.lambda_vsd,
+                   "reg": config.lambda_reg}
+        metrics = {**m, **{f"{n}_weighted": m[n] * w for n, w in weights.items()},
+                   "gen_grad_norm": gen_norm, "reg_grad_norm": reg_norm}
+        new = {**state, "step": state["step"] + 1, "gen": gen, "reg": reg, "gen_opt": gen_opt, "reg_opt": reg_opt}
+        return new, metrics
+
+    return step_fn
+
+
+def make_train_step(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig,
+                    prompt_source: PromptSource = fixed_prompt) -> Callable[..., tuple[dict, dict]]:
+    """Jitted train_step(state, frozen, batch, key) -> (state, metrics); batch = {"gt": uint8 [B, H, W, 3]}
+    (H, W multiples of 16). `key` is split into (degradation, draws); see `sample_draws`. Metrics:
+    l2, lpips, vsd, reg (raw) and their `_weighted` values, loss (the generator's total), the two
+    gradient norms before clipping, vsd_normaliser (the mean of w over the batch)."""
+    step_fn = make_step_fn(unet, vae, alphas_cumprod, config, prompt_source)
+
+    def train_step(state: dict, frozen: dict, batch: dict, key: jax.Array) -> tuple[dict, dict]:
+        k_deg, k_draws = jax.random.split(key)
+        lq, gt = degradation.degrade(k_deg, batch["gt"], config.degradation)
+        latent = jax.eval_shape(lambda x: vae.apply({"params": frozen["vae"]}, x, method="encode")[0], lq)
+        return step_fn(state, frozen, lq, gt, sample_draws(k_draws, latent.shape))
+
+    return jax.jit(train_step, donate_argnums=(0,) if config.donate else ())
