@@ -41,6 +41,9 @@ class TrainConfig:
     prompt: str = ""  # the fixed prompt; the authors use RAM tags of the GT (a PromptSource)
     negative_prompt: str = prompts.NEGATIVE_PROMPT
     frozen_dtype: str = "float32"  # storage of the frozen base UNet and VAE; "bfloat16" halves them
+    # Fold LoRA into the kernels inside the step, as inference does, instead of applying it unmerged:
+    # the same gradients with full-size kernel gradients formed; kept to measure that cost.
+    merged_lora: bool = False
     remat: bool = False  # recompute UNet/VAE blocks in the backward pass (less memory, more time)
     micro_batches: int = 1  # gradient accumulation: the batch is split, one update per step
     donate: bool = True  # the step reuses the state's buffers for the new state

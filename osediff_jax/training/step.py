@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from osediff_jax import degradation
+from osediff_jax import lora as lora_lib
 from osediff_jax.generator import TIMESTEP, decode_latent, one_step_x0
 from osediff_jax.metrics.lpips import LPIPS
 from osediff_jax.training import vsd
@@ -57,19 +58,24 @@ def sample_draws(key: jax.Array, latent_shape: tuple[int, ...]) -> Draws:
                  jax.random.normal(k[4], latent_shape, jnp.float32))
 
 
-def make_step_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig,
-                 prompt_source: PromptSource = fixed_prompt) -> Callable[..., tuple[dict, dict]]:
-    """step_fn(state, frozen, lq, gt, draws) -> (state, metrics), not jitted: the step after the
-    degradation, with every draw given (a test injects the reference's). lq, gt: [B, H, W, 3] in [0, 1]."""
+def make_grads_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig
+                  ) -> Callable[..., tuple[Any, Any, dict]]:
+    """grads(state, frozen, lq, gt, prompt_embeds, draws) -> (generator grads, regulariser grads, raw
+    loss terms) of one (micro-)batch; lq, gt NHWC in [-1, 1]. The regulariser's loss is on the
+    generator's stopped latents, so both gradients come from the state before either update."""
     ac = jnp.asarray(alphas_cumprod, jnp.float32)
     rank, remat = config.rank, config.remat
     lpips_net = LPIPS("vgg")
-    opt = optimizer(config)
     sg = jax.lax.stop_gradient
 
-    def unet_eps(params, lora, noisy, t, context, remat_here=False):
-        with unmerged(lora, rank, remat_here):
-            return unet.apply({"params": params}, noisy, t, context).astype(jnp.float32)
+    def with_lora(module, params, tree, *args, remat_here=False, **kwargs):
+        if config.merged_lora and tree is not None:
+            params, tree = lora_lib.merge(params, tree, rank), None
+        with unmerged(tree, rank, remat_here):
+            return module.apply({"params": params}, *args, **kwargs)
+
+    def unet_eps(params, tree, noisy, t, context, remat_here=False):
+        return with_lora(unet, params, tree, noisy, t, context, remat_here=remat_here).astype(jnp.float32)
 
     def vsd_term(reg, frozen, x0, emb, d: Draws):
         b = x0.shape[0]
@@ -84,8 +90,7 @@ def make_step_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, co
                             vsd.eps_to_x0(noisy, eps_real, d.vsd_t, ac))
 
     def gen_loss(gen, reg, frozen, lq, gt, emb, d: Draws):
-        with unmerged(gen["vae_lora"], rank, remat):
-            mean, logvar = vae.apply({"params": frozen["vae"]}, lq, method="encode")
+        mean, logvar = with_lora(vae, frozen["vae"], gen["vae_lora"], lq, method="encode", remat_here=remat)
         mean, logvar = mean.astype(jnp.float32), logvar.astype(jnp.float32)
         z = (mean + jnp.exp(0.5 * logvar) * d.vae_noise) * vae.scaling_factor
         unet_params = {**frozen["unet"], "conv_in": gen["conv_in"]}
@@ -111,6 +116,16 @@ def make_step_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, co
         reg_total, g_reg = jax.value_and_grad(reg_loss)(state["reg"], frozen, sg(x0), sg(emb), d)
         return g_gen, g_reg, {**terms, "loss": total, "reg": reg_total / config.lambda_reg}
 
+    return grads
+
+
+def make_step_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig,
+                 prompt_source: PromptSource = fixed_prompt) -> Callable[..., tuple[dict, dict]]:
+    """step_fn(state, frozen, lq, gt, draws) -> (state, metrics), not jitted: the step after the
+    degradation, with every draw given (a test injects the reference's). lq, gt: [B, H, W, 3] in [0, 1]."""
+    grads = make_grads_fn(unet, vae, alphas_cumprod, config)
+    opt = optimizer(config)
+
     def step_fn(state, frozen, lq, gt, draws: Draws):
         lq = lq.astype(jnp.float32) * 2.0 - 1.0
         gt = gt.astype(jnp.float32) * 2.0 - 1.0
@@ -127,7 +142,8 @@ def make_step_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, co
             def body(acc, mb):
                 return jax.tree.map(jnp.add, acc, grads(state, frozen, *mb)), None
 
-            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads, state, frozen, *jax.tree.map(lambda x: x[0], micro)))
+            first = jax.tree.map(lambda x: x[0], micro)
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads, state, frozen, *first))
             total, _ = jax.lax.scan(body, zeros, micro)
             g_gen, g_reg, m = jax.tree.map(lambda x: x / k, total)
         gen_norm, reg_norm = optax.global_norm(g_gen), optax.global_norm(g_reg)
