@@ -1,19 +1,20 @@
 """One whole training step, twice, against the authors' step rebuilt in PyTorch (diffusers + peft +
 lpips, float32, the same weights, inputs and draws; LoRA B non-zero), for both regulariser settings."""
 
-import numpy as np
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 import torch
 from flax import traverse_util
 
-import training_reference as ref_lib
-from osediff_jax import checkpoint, random_sd
 from osediff_jax.metrics.lpips import lpips_params
 from osediff_jax.training.state import TrainConfig, init_train_state, optimizer
 from osediff_jax.training.step import Draws, make_step_fn
-from sd_reference import nchw
+from osediff_jax.weights import bundle, random_sd
+from tests.references import training as ref_lib
+from tests.references.sd import nchw
 
 pytestmark = pytest.mark.reference
 
@@ -55,8 +56,8 @@ def _err(ours, ref) -> float:
     return float(np.abs(np.asarray(ours, np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
-def _draws(rng, latent):
-    return Draws(rng.standard_normal(latent, np.float32), rng.integers(20, 980, B).astype(np.int32),
+def _draws(rng, latent, step):
+    return Draws(jax.random.split(jax.random.key(step), 1), rng.integers(20, 980, B).astype(np.int32),
                  rng.standard_normal(latent, np.float32), rng.integers(0, 1000, B).astype(np.int32),
                  rng.standard_normal(latent, np.float32))
 
@@ -67,7 +68,7 @@ def test_two_steps_match_the_authors_step(setup, mode, tmp_path):
     ref = ref_lib.ReferenceStep(folder, lpips_torch, mode, seed=7)
     assert ref.duplicates == 2  # conv_in's lora_A and lora_B, listed twice by the authors
     ref.write_pkl(tmp_path / "osediff.pkl")
-    model = checkpoint.load(folder)
+    model = bundle.load(folder)
     cfg = TrainConfig(regularizer_lora=mode, donate=False)
     state, frozen = init_train_state(model, lp_params, jax.random.key(0), cfg, osediff=tmp_path / "osediff.pkl")
     reg = ref.reg_lora()
@@ -82,8 +83,10 @@ def test_two_steps_match_the_authors_step(setup, mode, tmp_path):
     emb, neg = (torch.from_numpy(np.asarray(frozen[k])).expand(B, -1, -1) for k in ("prompt_embeds", "neg_embeds"))
     start = {k: _flat(state[k]) for k in ("gen", "reg")}
     for i in range(2):
-        d = _draws(rng, (B, SIZE // 8, SIZE // 8, 4))
-        want, g_gen, g_reg = ref.step(nchw(lq * 2 - 1), nchw(gt * 2 - 1), emb, neg, nchw(d.vae_noise),
+        latent = (B, SIZE // 8, SIZE // 8, 4)
+        d = _draws(rng, latent, i)
+        vae_noise = np.asarray(jax.random.normal(d.vae_key[0], latent, jnp.float32))  # as `generate` draws it
+        want, g_gen, g_reg = ref.step(nchw(lq * 2 - 1), nchw(gt * 2 - 1), emb, neg, nchw(vae_noise),
                                       torch.from_numpy(d.vsd_t).long(), nchw(d.vsd_noise),
                                       torch.from_numpy(d.reg_t).long(), nchw(d.reg_noise))
         state, m = step_fn(state, frozen, lq, gt, d)

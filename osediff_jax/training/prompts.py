@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from osediff_jax.tokenizer import load_tokenizer, tokenize
+from osediff_jax.models.tokenizer import load_tokenizer, tokenize
 
 # The negative prompt of the authors' launch script (FACTS section 4).
 NEGATIVE_PROMPT = ("painting, oil painting, illustration, drawing, art, sketch, cartoon, CG Style, 3D render, "

@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from osediff_jax import lora, osediff_weights
-from osediff_jax.degradation import DegradationConfig
-from osediff_jax.sd import StableDiffusion
+from osediff_jax.data.degradation import DegradationConfig
+from osediff_jax.models import lora
+from osediff_jax.weights import osediff_pkl
+from osediff_jax.weights.diffusers_format import StableDiffusion
 from osediff_jax.training import prompts
 
 REGULARIZER_LORA = ("full", "mid_block")
@@ -72,8 +73,8 @@ def regularizer_modules(unet_shapes: Any, mode: str) -> list[str]:
 
 
 def init_train_state(model: StableDiffusion, lpips_params: Any, key: jax.Array, config: TrainConfig = TrainConfig(),
-                     osediff: str | Path | osediff_weights.OSEDiffWeights | None = None) -> tuple[dict, dict]:
-    """(state, frozen) for `step.make_train_step`, from an SD-2.x model (`checkpoint.load` of our
+                     osediff: str | Path | osediff_pkl.OSEDiffWeights | None = None) -> tuple[dict, dict]:
+    """(state, frozen) for `step.make_train_step`, from an SD-2.x model (`weights.bundle.load` of our
     checkpoint or a diffusers folder; its text encoder encodes the prompts once).
 
     `osediff` warm-starts the generator from an `osediff.pkl`, our OSEDiff checkpoint or weights in
@@ -97,11 +98,11 @@ def init_train_state(model: StableDiffusion, lpips_params: Any, key: jax.Array, 
     unet_params, vae_params = model.params["unet"], model.params["vae"]
     k_gen, k_reg, k_run = jax.random.split(key, 3)
     if osediff is None:
-        w = osediff_weights.new(k_gen, unet_params, vae_params, unet_params, config.rank)
-    elif isinstance(osediff, osediff_weights.OSEDiffWeights):
+        w = osediff_pkl.new(k_gen, unet_params, vae_params, unet_params, config.rank)
+    elif isinstance(osediff, osediff_pkl.OSEDiffWeights):
         w = osediff
     else:
-        w = osediff_weights.load(osediff, unet_params, vae_params)
+        w = osediff_pkl.load(osediff, unet_params, vae_params)
     if (w.rank_unet, w.rank_vae) != (config.rank, config.rank):
         raise ValueError(f"the OSEDiff weights have ranks {w.rank_unet}/{w.rank_vae}; config.rank is {config.rank}")
     f32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)

@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from osediff_jax import degradation
-from osediff_jax import lora as lora_lib
-from osediff_jax.generator import TIMESTEP, decode_latent, one_step_x0
+from osediff_jax.data import degradation
+from osediff_jax.inference.core import TIMESTEP, generate
 from osediff_jax.metrics.lpips import LPIPS
+from osediff_jax.models import lora as lora_lib
 from osediff_jax.training import vsd
 from osediff_jax.training.prompts import PromptSource, fixed_prompt
 from osediff_jax.training.state import TrainConfig, optimizer
@@ -38,20 +38,21 @@ NUM_TRAIN_TIMESTEPS = 1000
 
 
 class Draws(NamedTuple):
-    """Every random draw of a step after the degradation, per sample (B = the whole batch)."""
+    """Every random draw of a step after the degradation; B is the whole batch, k the micro-batches."""
 
-    vae_noise: jax.Array  # [B, h, w, C] N(0, 1): the posterior sample is mean + std * vae_noise
+    vae_key: jax.Array  # [k] keys: micro-batch i's VAE posterior sample (`generate(..., key=vae_key[i])`)
     vsd_t: jax.Array  # int32 [B] in [20, 980): one t for both scores
     vsd_noise: jax.Array  # [B, h, w, C]: one noise for both scores
     reg_t: jax.Array  # int32 [B] in [0, 1000): the regulariser's own t
     reg_noise: jax.Array  # [B, h, w, C]: and its own noise
 
 
-def sample_draws(key: jax.Array, latent_shape: tuple[int, ...]) -> Draws:
-    """The draws of one step: `key` is split into five, in the order of Draws' fields."""
+def sample_draws(key: jax.Array, latent_shape: tuple[int, ...], micro_batches: int = 1) -> Draws:
+    """The draws of one step: `key` is split into five, in the order of Draws' fields (the first
+    split again into one key per micro-batch)."""
     k = jax.random.split(key, 5)
     b = latent_shape[0]
-    return Draws(jax.random.normal(k[0], latent_shape, jnp.float32),
+    return Draws(jax.random.split(k[0], micro_batches),
                  jax.random.randint(k[1], (b,), *VSD_T, jnp.int32),
                  jax.random.normal(k[2], latent_shape, jnp.float32),
                  jax.random.randint(k[3], (b,), 0, NUM_TRAIN_TIMESTEPS, jnp.int32),
@@ -68,14 +69,17 @@ def make_grads_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, c
     lpips_net = LPIPS("vgg")
     sg = jax.lax.stop_gradient
 
-    def with_lora(module, params, tree, *args, remat_here=False, **kwargs):
-        if config.merged_lora and tree is not None:
-            params, tree = lora_lib.merge(params, tree, rank), None
-        with unmerged(tree, rank, remat_here):
-            return module.apply({"params": params}, *args, **kwargs)
+    def with_lora(params, trees, remat_here):
+        """(params, context manager) for running `trees` ({"unet": LoRA or None, "vae": ...}) on `params`."""
+        if config.merged_lora:
+            params = {k: v if trees.get(k) is None else lora_lib.merge(v, trees[k], rank) for k, v in params.items()}
+            trees = {}
+        return params, unmerged({{"unet": unet, "vae": vae}[k]: t for k, t in trees.items()}, rank, remat_here)
 
     def unet_eps(params, tree, noisy, t, context, remat_here=False):
-        return with_lora(unet, params, tree, noisy, t, context, remat_here=remat_here).astype(jnp.float32)
+        params, ctx = with_lora({"unet": params}, {"unet": tree}, remat_here)
+        with ctx:
+            return unet.apply({"params": params["unet"]}, noisy, t, context).astype(jnp.float32)
 
     def vsd_term(reg, frozen, x0, emb, d: Draws):
         b = x0.shape[0]
@@ -90,14 +94,10 @@ def make_grads_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, c
                             vsd.eps_to_x0(noisy, eps_real, d.vsd_t, ac))
 
     def gen_loss(gen, reg, frozen, lq, gt, emb, d: Draws):
-        mean, logvar = with_lora(vae, frozen["vae"], gen["vae_lora"], lq, method="encode", remat_here=remat)
-        mean, logvar = mean.astype(jnp.float32), logvar.astype(jnp.float32)
-        z = (mean + jnp.exp(0.5 * logvar) * d.vae_noise) * vae.scaling_factor
-        unet_params = {**frozen["unet"], "conv_in": gen["conv_in"]}
-        eps = unet_eps(unet_params, gen["unet_lora"], z, jnp.full((z.shape[0],), TIMESTEP), emb, remat)
-        x0 = one_step_x0(z, eps, ac[TIMESTEP])
-        with unmerged(None, rank, remat):
-            sr = decode_latent(vae, frozen["vae"], x0)
+        params = {"unet": {**frozen["unet"], "conv_in": gen["conv_in"]}, "vae": frozen["vae"]}
+        params, ctx = with_lora(params, {"unet": gen["unet_lora"], "vae": gen["vae_lora"]}, remat)
+        with ctx:
+            x0, sr = generate(unet, vae, params, lq, emb, ac[TIMESTEP], key=d.vae_key[0])
         l2 = jnp.mean((sr - gt) ** 2)
         lp = jnp.mean(lpips_net.apply({"params": frozen["lpips"]}, sr, gt))
         v, w = vsd_term(reg, frozen, x0, emb, d)
@@ -173,6 +173,6 @@ def make_train_step(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray,
         k_deg, k_draws = jax.random.split(key)
         lq, gt = degradation.degrade(k_deg, batch["gt"], config.degradation)
         latent = jax.eval_shape(lambda x: vae.apply({"params": frozen["vae"]}, x, method="encode")[0], lq)
-        return step_fn(state, frozen, lq, gt, sample_draws(k_draws, latent.shape))
+        return step_fn(state, frozen, lq, gt, sample_draws(k_draws, latent.shape, config.micro_batches))
 
     return jax.jit(train_step, donate_argnums=(0,) if config.donate else ())

@@ -1,33 +1,33 @@
 """LoRA applied unmerged, and block rematerialisation, by intercepting Flax module calls.
 
-Inference folds LoRA into the kernels (`lora.merge`). In training that would differentiate through a
-full-size merged kernel for every adapted layer; here each adapted Dense or Conv instead computes
-`base(x) + scale * B(A(x))` (peft's `lora.Linear`/`lora.Conv2d` forward), so the backward pass only
-forms the small A and B gradients and the frozen kernels get none.
+Inference folds LoRA into the kernels (`models.lora.merge`). In training that would differentiate
+through a full-size merged kernel for every adapted layer; here each adapted Dense or Conv instead
+computes `base(x) + scale * B(A(x))` (peft's `lora.Linear` / `lora.Conv2d` forward), so the backward
+pass only forms the small A and B gradients and the frozen kernels get none.
 
-    with unmerged(lora_tree, rank):
-        eps = unet.apply({"params": base}, z, t, context)
+    with unmerged({unet: unet_lora, vae: vae_lora}, rank):
+        x0, sr = generate(unet, vae, params, image, context, alpha_bar, key=key)
 
-The LoRA tree has the layout of `lora.py`: module path -> {"lora_A": {"kernel"}, "lora_B": {"kernel"}}.
+Each LoRA tree has the layout of `models/lora.py` (module path -> {"lora_A": {"kernel"}, "lora_B":
+{"kernel"}}) and applies to the modules under a top-level module of its model's class.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from flax import traverse_util
 
-from osediff_jax import lora as lora_lib
+from osediff_jax.models import lora as lora_lib
 from osediff_jax.models.layers import ResnetBlock2D
 from osediff_jax.models.unet import BasicTransformerBlock
 from osediff_jax.models.vae import VAEAttention
 
-# The blocks whose activations `remat` recomputes in the backward pass (diffusers checkpoints the same
-# granularity with enable_gradient_checkpointing: resnets and transformer blocks).
+# The blocks `remat` recomputes in the backward pass: the granularity of diffusers'
+# enable_gradient_checkpointing, which the authors' script offers (resnets, transformer blocks).
 REMAT_BLOCKS = (ResnetBlock2D, BasicTransformerBlock, VAEAttention)
 
 
@@ -35,6 +35,12 @@ def _adapters(tree: Any) -> dict[tuple[str, ...], tuple[jax.Array, jax.Array]]:
     flat = traverse_util.flatten_dict(tree)
     return {p[:-2]: (a, flat[p[:-2] + ("lora_B", "kernel")]) for p, a in flat.items()
             if p[-2:] == ("lora_A", "kernel")}
+
+
+def _root(module: nn.Module) -> nn.Module:
+    while isinstance(module.parent, nn.Module):
+        module = module.parent
+    return module
 
 
 def _lora_out(module: nn.Module, x: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -51,17 +57,19 @@ def _lora_out(module: nn.Module, x: jax.Array, a: jax.Array, b: jax.Array) -> ja
     return h @ b[0, 0]
 
 
-def lora_interceptor(tree: Any, rank: int) -> Callable:
-    """A `nn.intercept_methods` interceptor adding the LoRA branch to every adapted Dense/Conv call."""
-    adapters, s = _adapters(tree), lora_lib.scale(rank)
+def lora_interceptor(trees: Mapping[type, Any], rank: int) -> Callable:
+    """A `nn.intercept_methods` interceptor adding the LoRA branch to every adapted Dense/Conv call;
+    `trees` maps a top-level module class (the UNet's, the VAE's) to its LoRA tree."""
+    adapters = {cls: _adapters(tree) for cls, tree in trees.items()}
+    s = lora_lib.scale(rank)
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
-        ab = adapters.get(module.path) if context.method_name == "__call__" else None
-        if ab is None or not isinstance(module, (nn.Dense, nn.Conv)):
+        if context.method_name != "__call__" or not isinstance(module, (nn.Dense, nn.Conv)):
             return next_fun(*args, **kwargs)
+        ab = adapters.get(type(_root(module)), {}).get(module.path)
         y = next_fun(*args, **kwargs)
-        return y + s * _lora_out(module, args[0], *ab).astype(y.dtype)
+        return y if ab is None else y + s * _lora_out(module, args[0], *ab).astype(y.dtype)
 
     return intercept
 
@@ -73,12 +81,14 @@ def _remat(next_fun, args, kwargs, context):
 
 
 @contextlib.contextmanager
-def unmerged(tree: Any | None, rank: int, remat: bool = False) -> Iterator[None]:
-    """Module calls inside the block get the LoRA of `tree` (None: none) and, with `remat`, recompute
-    each resnet / transformer / VAE-attention block in the backward pass instead of storing it."""
+def unmerged(trees: Mapping[nn.Module, Any], rank: int, remat: bool = False) -> Iterator[None]:
+    """Inside the block, each model in `trees` (a module -> its LoRA tree, or None) runs with its LoRA
+    unmerged; with `remat`, every resnet / transformer / VAE-attention block is recomputed in the
+    backward pass instead of stored."""
     with contextlib.ExitStack() as stack:
         if remat:
             stack.enter_context(nn.intercept_methods(_remat))
-        if tree is not None:
-            stack.enter_context(nn.intercept_methods(lora_interceptor(tree, rank)))
+        live = {type(m): t for m, t in trees.items() if t is not None}
+        if live:
+            stack.enter_context(nn.intercept_methods(lora_interceptor(live, rank)))
         yield

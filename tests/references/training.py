@@ -1,6 +1,6 @@
 """The authors' training step (`train_osediff.py` with `OSEDiff_gen` / `OSEDiff_reg` of `osediff.py`)
 rebuilt with diffusers + peft + lpips in float32 on the CPU, with every random draw given: the
-reference for our `training.step`. Models come from a diffusers folder, adapters are added as the
+reference for our `osediff_jax.training.step`. Models come from a diffusers folder, adapters are added as the
 authors add them, and the generator starts from an `osediff.pkl` written here with non-zero LoRA B."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from peft import LoraConfig
 
-from osediff_reference import authors_unet_lists, authors_vae_list
-from osediff_jax.weights import to_flax_layout, torch_key_to_path
+from osediff_jax.models.names import torch_key_to_path
+from osediff_jax.weights.torch_format import to_flax_layout
+from tests.references.osediff import authors_unet_lists, authors_vae_list
 
 ADAPTERS = ["default_encoder", "default_decoder", "default_others"]
 
