@@ -59,55 +59,72 @@ def sample_draws(key: jax.Array, latent_shape: tuple[int, ...], micro_batches: i
                  jax.random.normal(k[4], latent_shape, jnp.float32))
 
 
+def _with_lora(config: TrainConfig, models: dict, params: dict, trees: dict, remat: bool = False) -> tuple:
+    """(params, context): the LoRA `trees` ({name: tree or None}) on `params` ({name: params}) of
+    `models` ({name: module}), merged into the kernels if config.merged_lora, else unmerged inside
+    the returned context."""
+    if config.merged_lora:
+        merged = {k: v if trees.get(k) is None else lora_lib.merge(v, trees[k], config.rank) for k, v in params.items()}
+        return merged, unmerged({}, config.rank, remat)
+    return params, unmerged({models[k]: t for k, t in trees.items()}, config.rank, remat)
+
+
+def _unet_eps(unet: nn.Module, config: TrainConfig, params: Any, tree: Any, noisy: jax.Array, t: jax.Array,
+              context: jax.Array, remat: bool = False) -> jax.Array:
+    params, ctx = _with_lora(config, {"unet": unet}, {"unet": params}, {"unet": tree}, remat)
+    with ctx:
+        return unet.apply({"params": params["unet"]}, noisy, t, context).astype(jnp.float32)
+
+
+def make_vsd_term(unet: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig) -> Callable[..., tuple]:
+    """vsd_term(reg_lora, unet_params, neg_embeds, x0, prompt_embeds, t, noise) -> (loss, w [B]): the
+    latent VSD of the generator's x0 (the authors' `distribution_matching_loss`). One noise and one t
+    for both scores; fake score = base UNet + regulariser LoRA with the prompt; real score = base UNet
+    with CFG, the negative prompt as its unconditional branch; only x0 is differentiated."""
+    ac = jnp.asarray(alphas_cumprod, jnp.float32)
+    sg = jax.lax.stop_gradient
+
+    def vsd_term(reg_lora, unet_params, neg_embeds, x0, emb, t, noise):
+        b = x0.shape[0]
+        unet_params, emb = sg(unet_params), sg(emb)
+        noisy = vsd.add_noise(sg(x0), noise, t, ac)
+        eps_fake = _unet_eps(unet, config, unet_params, sg(reg_lora), noisy, t, emb)
+        # Real score: the negative prompt and the prompt in one batch, as the authors run it.
+        neg = jnp.broadcast_to(neg_embeds, emb.shape).astype(emb.dtype)
+        eps_both = _unet_eps(unet, config, unet_params, None, jnp.concatenate([noisy, noisy]),
+                             jnp.concatenate([t, t]), jnp.concatenate([neg, emb]))
+        eps_real = vsd.cfg(eps_both[:b], eps_both[b:], config.cfg_vsd)
+        return vsd.vsd_loss(x0, vsd.eps_to_x0(noisy, eps_fake, t, ac), vsd.eps_to_x0(noisy, eps_real, t, ac))
+
+    return vsd_term
+
+
 def make_grads_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig
                   ) -> Callable[..., tuple[Any, Any, dict]]:
     """grads(state, frozen, lq, gt, prompt_embeds, draws) -> (generator grads, regulariser grads, raw
     loss terms) of one (micro-)batch; lq, gt NHWC in [-1, 1]. The regulariser's loss is on the
     generator's stopped latents, so both gradients come from the state before either update."""
     ac = jnp.asarray(alphas_cumprod, jnp.float32)
-    rank, remat = config.rank, config.remat
     lpips_net = LPIPS("vgg")
     sg = jax.lax.stop_gradient
-
-    def with_lora(params, trees, remat_here):
-        """(params, context manager) for running `trees` ({"unet": LoRA or None, "vae": ...}) on `params`."""
-        if config.merged_lora:
-            params = {k: v if trees.get(k) is None else lora_lib.merge(v, trees[k], rank) for k, v in params.items()}
-            trees = {}
-        return params, unmerged({{"unet": unet, "vae": vae}[k]: t for k, t in trees.items()}, rank, remat_here)
-
-    def unet_eps(params, tree, noisy, t, context, remat_here=False):
-        params, ctx = with_lora({"unet": params}, {"unet": tree}, remat_here)
-        with ctx:
-            return unet.apply({"params": params["unet"]}, noisy, t, context).astype(jnp.float32)
-
-    def vsd_term(reg, frozen, x0, emb, d: Draws):
-        b = x0.shape[0]
-        noisy = vsd.add_noise(sg(x0), d.vsd_noise, d.vsd_t, ac)
-        eps_fake = unet_eps(frozen["unet"], sg(reg["unet_lora"]), noisy, d.vsd_t, emb)
-        # Real score: the negative prompt and the prompt in one batch, as the authors run it.
-        neg = jnp.broadcast_to(frozen["neg_embeds"], emb.shape).astype(emb.dtype)
-        eps_both = unet_eps(frozen["unet"], None, jnp.concatenate([noisy, noisy]),
-                            jnp.concatenate([d.vsd_t, d.vsd_t]), jnp.concatenate([neg, emb]))
-        eps_real = vsd.cfg(eps_both[:b], eps_both[b:], config.cfg_vsd)
-        return vsd.vsd_loss(x0, vsd.eps_to_x0(noisy, eps_fake, d.vsd_t, ac),
-                            vsd.eps_to_x0(noisy, eps_real, d.vsd_t, ac))
+    vsd_term = make_vsd_term(unet, alphas_cumprod, config)
 
     def gen_loss(gen, reg, frozen, lq, gt, emb, d: Draws):
         params = {"unet": {**frozen["unet"], "conv_in": gen["conv_in"]}, "vae": frozen["vae"]}
-        params, ctx = with_lora(params, {"unet": gen["unet_lora"], "vae": gen["vae_lora"]}, remat)
+        params, ctx = _with_lora(config, {"unet": unet, "vae": vae}, params,
+                                 {"unet": gen["unet_lora"], "vae": gen["vae_lora"]}, config.remat)
         with ctx:
             x0, sr = generate(unet, vae, params, lq, emb, ac[TIMESTEP], key=d.vae_key[0])
         l2 = jnp.mean((sr - gt) ** 2)
         lp = jnp.mean(lpips_net.apply({"params": frozen["lpips"]}, sr, gt))
-        v, w = vsd_term(reg, frozen, x0, emb, d)
+        v, w = vsd_term(reg["unet_lora"], frozen["unet"], frozen["neg_embeds"], x0, emb, d.vsd_t, d.vsd_noise)
         total = config.lambda_l2 * l2 + config.lambda_lpips * lp + config.lambda_vsd * v
         terms = {"l2": l2, "lpips": lp, "vsd": v, "vsd_normaliser": jnp.mean(w)}
         return total, (terms, x0)
 
     def reg_loss(reg, frozen, x0, emb, d: Draws):
         noisy = vsd.add_noise(x0, d.reg_noise, d.reg_t, ac)
-        eps = unet_eps(frozen["unet"], reg["unet_lora"], noisy, d.reg_t, emb, remat)
+        eps = _unet_eps(unet, config, frozen["unet"], reg["unet_lora"], noisy, d.reg_t, emb, config.remat)
         return config.lambda_reg * vsd.regularizer_loss(eps, d.reg_noise)
 
     def grads(state, frozen, lq, gt, emb, d: Draws):
