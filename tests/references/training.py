@@ -38,7 +38,8 @@ def initialize_vae(folder: Path, rank: int):
     vae.requires_grad_(False)
     vae.train()
     targets = authors_vae_list(vae)
-    vae.add_adapter(LoraConfig(r=rank, init_lora_weights="gaussian", target_modules=targets), adapter_name="default_encoder")
+    vae.add_adapter(LoraConfig(r=rank, init_lora_weights="gaussian", target_modules=targets),
+                    adapter_name="default_encoder")
     return vae, targets
 
 
@@ -116,7 +117,8 @@ class ReferenceStep:
         torch.save({"vae_lora_encoder_modules": self.lists["vae"], "unet_lora_encoder_modules": enc,
                     "unet_lora_decoder_modules": dec, "unet_lora_others_modules": oth,
                     "rank_unet": rank, "rank_vae": rank,
-                    "state_dict_unet": {k: v for k, v in self.unet.state_dict().items() if "lora" in k or "conv_in" in k},
+                    "state_dict_unet": {k: v for k, v in self.unet.state_dict().items()
+                                        if "lora" in k or "conv_in" in k},
                     "state_dict_vae": {k: v for k, v in self.vae.state_dict().items() if "lora" in k}}, path)
 
     def reg_lora(self) -> dict:
