@@ -87,9 +87,13 @@ def lpips_params(net: str, weights_dir: str | os.PathLike | None, random_backbon
         # from the parameter shapes so no forward pass is needed.
         leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
         keys = jax.random.split(jax.random.key(seed), len(leaves))
+        init = nn.initializers.lecun_normal()
+        # One compiled program for all draws: drawn one by one, each kernel shape compiled its own.
+        kernels = jax.jit(lambda ks: [init(k, t.shape, jnp.float32) for k, (p, t) in zip(ks, leaves)
+                                      if p[-1].key == "kernel"])(keys)
+        drawn = iter(kernels)
         params = jax.tree_util.tree_unflatten(treedef, [
-            np.asarray(nn.initializers.lecun_normal()(k, t.shape, jnp.float32)) if p[-1].key == "kernel"
-            else np.zeros(t.shape, np.float32) for k, (p, t) in zip(keys, leaves)])
+            np.asarray(next(drawn)) if p[-1].key == "kernel" else np.zeros(t.shape, np.float32) for p, t in leaves])
         what = "random backbone"
         try:
             lin_path = weight_path(weights_dir, LIN_FILES[net])
