@@ -72,6 +72,25 @@ def regularizer_modules(unet_shapes: Any, mode: str) -> list[str]:
     return lists["default_others"] if mode == "mid_block" else [m for ms in lists.values() for m in ms]
 
 
+def _f32(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
+def train_state(w: osediff_pkl.OSEDiffWeights, unet_shapes: Any, reg_key: jax.Array, run_key: jax.Array,
+                config: TrainConfig = TrainConfig()) -> dict:
+    """The state of `init_train_state` for generator weights `w`, with a fresh regulariser LoRA drawn
+    from `reg_key`. Needs only the base UNet's shapes (`jax.ShapeDtypeStruct`s will do), so a state for
+    the full model can be built without its weights."""
+    if (w.rank_unet, w.rank_vae) != (config.rank, config.rank):
+        raise ValueError(f"the OSEDiff weights have ranks {w.rank_unet}/{w.rank_vae}; config.rank is {config.rank}")
+    gen = _f32({"unet_lora": w.unet_lora, "conv_in": w.conv_in, "vae_lora": w.vae_lora})
+    reg = _f32({"unet_lora": lora.init(reg_key, unet_shapes, regularizer_modules(unet_shapes, config.regularizer_lora),
+                                      config.rank)})
+    opt = optimizer(config)
+    return {"step": jnp.zeros((), jnp.int32), "key": run_key, "gen": gen, "reg": reg,
+            "gen_opt": opt.init(gen), "reg_opt": opt.init(reg)}
+
+
 def init_train_state(model: StableDiffusion, lpips_params: Any, key: jax.Array, config: TrainConfig = TrainConfig(),
                      osediff: str | Path | osediff_pkl.OSEDiffWeights | None = None) -> tuple[dict, dict]:
     """(state, frozen) for `step.make_train_step`, from an SD-2.x model (`weights.bundle.load` of our
@@ -103,18 +122,10 @@ def init_train_state(model: StableDiffusion, lpips_params: Any, key: jax.Array, 
         w = osediff
     else:
         w = osediff_pkl.load(osediff, unet_params, vae_params)
-    if (w.rank_unet, w.rank_vae) != (config.rank, config.rank):
-        raise ValueError(f"the OSEDiff weights have ranks {w.rank_unet}/{w.rank_vae}; config.rank is {config.rank}")
-    f32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
-    gen = f32({"unet_lora": w.unet_lora, "conv_in": w.conv_in, "vae_lora": w.vae_lora})
-    reg = f32({"unet_lora": lora.init(k_reg, unet_params, regularizer_modules(unet_params, config.regularizer_lora),
-                                      config.rank)})
-    opt = optimizer(config)
-    state = {"step": jnp.zeros((), jnp.int32), "key": k_run, "gen": gen, "reg": reg,
-             "gen_opt": opt.init(gen), "reg_opt": opt.init(reg)}
+    state = train_state(w, unet_params, k_reg, k_run, config)
     emb = prompts.encode(model.modules["text_encoder"], model.params["text_encoder"], model.tokenizer_dir,
                          [config.prompt, config.negative_prompt])
     cast = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, config.frozen_dtype), tree)
-    frozen = {"unet": cast(unet_params), "vae": cast(vae_params), "lpips": f32(lpips_params),
+    frozen = {"unet": cast(unet_params), "vae": cast(vae_params), "lpips": _f32(lpips_params),
               "prompt_embeds": emb[:1], "neg_embeds": emb[1:]}
     return state, frozen
