@@ -1,5 +1,6 @@
 """The latent VSD (gradient 2 g / numel, zero when the scores agree, nothing reaches the frozen UNet or
-the regulariser) and unmerged LoRA in training (the same gradients as merged LoRA), on a small model."""
+the regulariser), unmerged LoRA in training (the same gradients as merged LoRA), and the step with
+remat and micro-batches (the same update as the plain step), on a small model."""
 
 import contextlib
 
@@ -14,9 +15,10 @@ from osediff_jax.metrics.lpips import lpips_params
 from osediff_jax.models import lora
 from osediff_jax.training import vsd
 from osediff_jax.training.state import TrainConfig, init_train_state
-from osediff_jax.training.step import make_vsd_term
+from osediff_jax.training.step import make_vsd_term, sample_draws
 from osediff_jax.training.unmerged import unmerged
 from osediff_jax.weights import bundle, random_sd
+from tests import train_small as small
 
 B, SIZE = 2, 32
 
@@ -120,3 +122,38 @@ def test_unmerged_lora_gives_the_gradients_of_merged_lora(setup):
     worst = max((_rel(a[k], b[k]), k) for k in a)
     print(f"{len(a)} LoRA gradient tensors, unmerged against merged: worst {worst[0]:.1e} of max-abs ({worst[1]})")
     assert worst[0] <= 1e-5
+
+
+def _worst(ours, want) -> tuple[float, str]:
+    """The largest error of a leaf relative to its own max-abs, and where (any pytree, optax states too)."""
+    a, b = (jax.tree_util.tree_flatten_with_path(t)[0] for t in (ours, want))
+    assert [p for p, _ in a] == [p for p, _ in b]
+    return max((float(np.abs(np.asarray(x, np.float64) - y).max() / max(np.abs(np.asarray(y)).max(), 1e-30)),
+                jax.tree_util.keystr(p)) for (p, x), (_, y) in zip(a, b))
+
+
+def test_remat_with_micro_batches_gives_the_plain_step(setup):
+    """One step with remat and two micro-batches (the small-memory recipe; one compilation for both
+    options) against the plain step, float32, on a batch of two with the same draws: loss terms and
+    gradient norms within 1e-5 relative; the gradients (AdamW's first moments, 0.1 x the clipped
+    gradient), second moments and updated parameters within 1e-4 of each tensor's max-abs.
+    Micro-batch i draws its VAE posterior sample from its own key, so the posterior's variance is made
+    negligible here (logvar clipped at -30: std 3e-7) for every micro-batch to see the whole batch's
+    latents. The plain step is the parity test's compilation (`tests/train_small.py`)."""
+    model, state, frozen = setup
+    quant = frozen["vae"]["quant_conv"]
+    bias = jnp.asarray(quant["bias"]).at[4:].set(-60.0)  # channels 4: are logvar
+    frozen = {**frozen, "vae": {**frozen["vae"], "quant_conv": {**quant, "bias": bias}}}
+    rng = np.random.default_rng(5)
+    lq = rng.uniform(0, 1, (small.B, small.SIZE, small.SIZE, 3)).astype(np.float32)
+    gt = np.clip(lq + rng.normal(0, 0.2, lq.shape), 0, 1).astype(np.float32)
+    draws = sample_draws(jax.random.key(7), (small.B, small.SIZE // 8, small.SIZE // 8, 4), micro_batches=2)
+    new, metrics = small.step_fn(TrainConfig(donate=False))(state, frozen, lq, gt,
+                                                             draws._replace(vae_key=draws.vae_key[:1]))
+    other, m = small.step_fn(TrainConfig(donate=False, remat=True, micro_batches=2))(state, frozen, lq, gt, draws)
+    terms = max(abs(float(m[k]) - float(v)) / abs(float(v)) for k, v in metrics.items() if float(v))
+    errs = {k: _worst(other[k], new[k]) for k in ("gen", "reg", "gen_opt", "reg_opt")}
+    print(f"remat + 2 micro-batches against the plain step: loss terms and norms {terms:.1e}; "
+          + ", ".join(f"{k} {e:.1e} ({p})" for k, (e, p) in errs.items()))
+    assert terms <= 1e-5 and int(other["step"]) == 1
+    assert all(e <= 1e-4 for e, _ in errs.values()), errs

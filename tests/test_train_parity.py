@@ -10,15 +10,17 @@ import torch
 from flax import traverse_util
 
 from osediff_jax.metrics.lpips import lpips_params
+from osediff_jax.models import schedule
 from osediff_jax.training.state import TrainConfig, init_train_state, optimizer
-from osediff_jax.training.step import Draws, make_step_fn
+from osediff_jax.training.step import Draws
 from osediff_jax.weights import bundle, random_sd
 from tests.references import training as ref_lib
 from tests.references.sd import nchw
+from tests.train_small import B, SIZE, step_fn as small_step_fn
 
 pytestmark = pytest.mark.reference
 
-B, SIZE, LR = 2, 64, 5e-5
+LR = 5e-5
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,8 @@ def test_two_steps_match_the_authors_step(setup, mode, tmp_path):
     assert set(reg) == set(traverse_util.flatten_dict(state["reg"]["unet_lora"]))
     state["reg"] = {"unet_lora": traverse_util.unflatten_dict(reg)}
     state["reg_opt"] = optimizer(cfg).init(state["reg"])
-    step_fn = jax.jit(make_step_fn(model.modules["unet"], model.modules["vae"], model.alphas_cumprod, cfg))
+    assert np.array_equal(model.alphas_cumprod, schedule.alphas_cumprod())
+    step_fn = small_step_fn(cfg)
 
     rng = np.random.default_rng(1)
     lq = rng.uniform(0, 1, (B, SIZE, SIZE, 3)).astype(np.float32)
