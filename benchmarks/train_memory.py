@@ -1,0 +1,164 @@
+"""Memory and FLOPs of the full SD-2.1-base training step (`make_train_step`: degradation, generator,
+VSD, regulariser, both AdamW updates) at 512x512, bf16 compute, from XLA's compiled analysis: no
+weights are needed (frozen parameters are abstract bf16 shapes, `frozen_dtype="bfloat16"`; the
+trainable LoRA, conv_in and optimiser states float32), prompt embeddings given (no text encoder in
+the step). Beside XLA's FLOPs, a count of our own: 2 * MACs of every Dense / Conv and the two
+attention matmuls per forward pass, traced by interception, composed into the step by hand.
+
+  python -m benchmarks.train_memory --run b4        # one configuration per process (compiling is heavy)
+  python -m benchmarks.train_memory --run count     # the FLOP count alone, no compilation
+  python -m benchmarks.train_memory --run b1-merged --lowered   # XLA's FLOPs before optimisation
+
+Runs: b4 (batch 4, no remat: must fit 40 GB), b1-remat (batch 1, remat: must fit 20 GB), b1 and
+b1-merged (batch 1, no remat, LoRA unmerged / merged into the kernels: the FLOPs of each).
+On the CPU this is what XLA plans for the CPU; a GPU's plan has the same program and can differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+from benchmarks import harness  # first: sets JAX's allocator before the backend starts
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import traverse_util  # noqa: E402
+
+from osediff_jax.metrics.lpips import LPIPS, lpips_params  # noqa: E402
+from osediff_jax.models import schedule, sd  # noqa: E402
+from osediff_jax.training.state import TrainConfig, train_state  # noqa: E402
+from osediff_jax.training.step import make_train_step  # noqa: E402
+from osediff_jax.weights import osediff_pkl  # noqa: E402
+
+RUNS = {"b4": (4, dict(remat=False)), "b1-remat": (1, dict(remat=True)), "b1": (1, dict(remat=False)),
+        "b1-merged": (1, dict(remat=False, merged_lora=True))}
+GIB = 2**30
+
+
+def abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+
+
+def setup(configs, config: TrainConfig, dtype=jnp.bfloat16) -> tuple[dict, dict, dict]:
+    """(modules, abstract state, abstract frozen) of the full model."""
+    modules = {c: sd.build_module(c, harness.read_config(configs, c), dtype=dtype) for c in ("unet", "vae")}
+    shapes = {c: sd.param_shapes(c, m) for c, m in modules.items()}
+    # The generator's LoRA and the regulariser's are small: drawn for real, then made abstract.
+    conv_in = {k: np.zeros(v.shape, np.float32) for k, v in shapes["unet"]["conv_in"].items()}
+    key = jax.random.key(0)
+    w = osediff_pkl.new(key, shapes["unet"], shapes["vae"], {"conv_in": conv_in}, config.rank)
+    state = abstract(train_state(w, shapes["unet"], key, key, config))
+    emb = jax.ShapeDtypeStruct((1, 77, modules["unet"].cross_attention_dim), jnp.float32)
+    frozen = {"unet": jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), shapes["unet"]),
+              "vae": jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), shapes["vae"]),
+              "lpips": abstract(lpips_params("vgg", None, random_backbone=True)),
+              "prompt_embeds": emb, "neg_embeds": emb}
+    return modules, state, frozen
+
+
+def compiled_figures(args, run: str) -> dict:
+    batch, options = RUNS[run]
+    config = TrainConfig(frozen_dtype="bfloat16", **options)
+    modules, state, frozen = setup(args.configs, config)
+    step = make_train_step(modules["unet"], modules["vae"], schedule.alphas_cumprod(), config)
+    gt = jax.ShapeDtypeStruct((batch, args.size, args.size, 3), jnp.uint8)
+    start = time.time()
+    lowered = step.lower(state, frozen, {"gt": gt}, jax.random.key(1))
+    if args.lowered:  # XLA's count on the program before optimisation; no memory plan
+        return {"batch": batch, "TFLOP/sample (lowered)": lowered.cost_analysis()["flops"] / batch / 1e12,
+                "lower s": time.time() - start}
+    compiled = lowered.compile()
+    seconds = time.time() - start
+    m = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    # Donated state buffers are reused for the new state: they count once.
+    total = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+    return {"batch": batch, "arguments": m.argument_size_in_bytes / GIB, "temporaries": m.temp_size_in_bytes / GIB,
+            "outputs not aliased": (m.output_size_in_bytes - m.alias_size_in_bytes) / GIB, "total": total / GIB,
+            "TFLOP/sample": cost["flops"] / batch / 1e12, "compile s": seconds}
+
+
+def forward_flops(module: nn.Module, params, *args, method: str | None = None, adapted=frozenset(), rank: int = 4
+                  ) -> dict[str, float]:
+    """FLOPs of one forward pass, counted from the traced shapes: "base" (every Dense / Conv as
+    2 * outputs * fan-in, plus attention's QK^T and AV as 4 * Nq * Nk * C), "adapted" (the part of
+    base in the layers whose paths are in `adapted`) and "lora" (their LoRA branches at `rank`)."""
+    out = {"base": 0.0, "adapted": 0.0, "lora": 0.0}
+    queries = {}
+
+    def intercept(next_fun, a, kw, ctx):
+        y = next_fun(*a, **kw)
+        m = ctx.module
+        if ctx.method_name == "__call__" and isinstance(m, (nn.Dense, nn.Conv)):
+            window = math.prod(m.kernel_size) if isinstance(m, nn.Conv) else 1
+            fan_in = a[0].shape[-1] * window
+            positions = math.prod(y.shape[:-1])
+            flops = 2.0 * positions * fan_in * y.shape[-1]
+            out["base"] += flops
+            if m.path in adapted:
+                out["adapted"] += flops
+                out["lora"] += 2.0 * positions * rank * (fan_in + y.shape[-1])
+            if m.name == "to_q":
+                queries[m.path[:-1]] = math.prod(y.shape)
+            elif m.name == "to_k":  # [B, Nk, ...]: QK^T and AV, each 2 * B * Nq * Nk * C
+                out["base"] += 4.0 * queries[m.path[:-1]] * y.shape[1]
+        return y
+
+    with nn.intercept_methods(intercept):
+        jax.eval_shape(lambda p, *x: module.apply({"params": p}, *x, method=method), params, *args)
+    return out
+
+
+def adapted_paths(lora_tree) -> frozenset:
+    return frozenset(p[:-2] for p in traverse_util.flatten_dict(lora_tree) if p[-2:] == ("lora_A", "kernel"))
+
+
+def counted(args) -> dict[str, float]:
+    """The step's FLOPs per sample at batch 1 by hand, unmerged and merged.
+
+    Unmerged: the backward of a layer with a frozen kernel forms only the input gradient (1x its
+    forward); a LoRA branch's backward forms both (2x). UNet passes: generator forward + backward,
+    fake score, real score at batch 2 (CFG), regulariser forward + backward = 7 forwards; VAE encoder
+    and decoder forward + backward; LPIPS-vgg on SR and GT, backward through SR only = 3 forwards.
+    Merged: no LoRA branches, but each adapted kernel's own gradient (1x its forward) in both
+    backward passes of the UNet and in the encoder's."""
+    config = TrainConfig()
+    modules, state, frozen = setup(args.configs, config, jnp.float32)
+    s, h = args.size, args.size // 8
+    emb = jnp.zeros((1, 77, modules["unet"].cross_attention_dim))
+    unet_lora = adapted_paths(state["gen"]["unet_lora"])  # the regulariser's ("full") has the same layers
+    vae_lora = adapted_paths(state["gen"]["vae_lora"])
+    u = forward_flops(modules["unet"], frozen["unet"], jnp.zeros((1, h, h, 4)), jnp.zeros((1,)), emb, adapted=unet_lora)
+    e = forward_flops(modules["vae"], frozen["vae"], jnp.zeros((1, s, s, 3)), method="encode", adapted=vae_lora)
+    d = forward_flops(modules["vae"], frozen["vae"], jnp.zeros((1, h, h, 4)), method="decode")
+    v = forward_flops(LPIPS("vgg"), frozen["lpips"], jnp.zeros((1, s, s, 3)), jnp.zeros((1, s, s, 3)))["base"] / 2
+    base = 7 * u["base"] + 2 * e["base"] + 2 * d["base"] + 3 * v
+    parts = {"UNet forward": u["base"], "VAE encoder forward": e["base"], "VAE decoder forward": d["base"],
+             "LPIPS-vgg forward (one image)": v}
+    return {**{f"{k} TFLOP": x / 1e12 for k, x in parts.items()},
+            "step unmerged TFLOP": (base + 7 * u["lora"] + 3 * e["lora"]) / 1e12,
+            "step merged TFLOP": (base + 2 * u["adapted"] + e["adapted"]) / 1e12}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", type=harness.Path, default=harness.DEFAULT_CONFIGS)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--run", choices=(*RUNS, "count"), required=True)
+    parser.add_argument("--lowered", action="store_true",
+                        help="FLOPs of the lowered program only, without compiling (minutes instead of ten)")
+    args = parser.parse_args()
+    jax.config.update("jax_platforms", "cpu")
+    figures = counted(args) if args.run == "count" else compiled_figures(args, args.run)
+    header = ["run", *figures]
+    fmt = lambda x: f"{x:.2f}" if isinstance(x, float) else str(x)
+    harness.print_table(f"Training step, full SD-2.1-base, {args.size}x{args.size}, bf16 compute ({jax.devices()[0].platform})",
+                        header, [[args.run, *map(fmt, figures.values())]])
+
+
+if __name__ == "__main__":
+    main()
