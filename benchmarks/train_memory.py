@@ -29,6 +29,7 @@ from flax import traverse_util  # noqa: E402
 
 from osediff_jax.metrics.lpips import LPIPS, lpips_params  # noqa: E402
 from osediff_jax.models import schedule, sd  # noqa: E402
+from osediff_jax.models.layers import Conv  # noqa: E402
 from osediff_jax.training.state import TrainConfig, train_state  # noqa: E402
 from osediff_jax.training.step import make_train_step  # noqa: E402
 from osediff_jax.weights import osediff_pkl  # noqa: E402
@@ -93,8 +94,8 @@ def forward_flops(module: nn.Module, params, *args, method: str | None = None, a
     def intercept(next_fun, a, kw, ctx):
         y = next_fun(*a, **kw)
         m = ctx.module
-        if ctx.method_name == "__call__" and isinstance(m, (nn.Dense, nn.Conv)):
-            window = math.prod(m.kernel_size) if isinstance(m, nn.Conv) else 1
+        if ctx.method_name == "__call__" and isinstance(m, (nn.Dense, nn.Conv, Conv)):
+            window = math.prod(m.kernel_size) if isinstance(m, nn.Conv) else m.kernel_size**2 if isinstance(m, Conv) else 1
             fan_in = a[0].shape[-1] * window
             positions = math.prod(y.shape[:-1])
             flops = 2.0 * positions * fan_in * y.shape[-1]

@@ -22,7 +22,7 @@ import jax
 from flax import traverse_util
 
 from osediff_jax.models import lora as lora_lib
-from osediff_jax.models.layers import ResnetBlock2D
+from osediff_jax.models.layers import Conv, ResnetBlock2D, conv2d
 from osediff_jax.models.unet import BasicTransformerBlock
 from osediff_jax.models.vae import VAEAttention
 
@@ -49,12 +49,8 @@ def _lora_out(module: nn.Module, x: jax.Array, a: jax.Array, b: jax.Array) -> ja
     x, a, b = x.astype(dtype), a.astype(dtype), b.astype(dtype)
     if isinstance(module, nn.Dense):
         return (x @ a) @ b
-    padding = module.padding
-    if isinstance(padding, int):
-        padding = ((padding, padding),) * (a.ndim - 2)
-    h = jax.lax.conv_general_dilated(x, a, module.strides or (1,) * (a.ndim - 2), padding,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return h @ b[0, 0]
+    # The models' `layers.Conv`: A through the same convolution (CPU patches or library) as the base.
+    return conv2d(x, a, module.strides, module.padding) @ b[0, 0]
 
 
 def lora_interceptor(trees: Mapping[type, Any], rank: int) -> Callable:
@@ -65,7 +61,7 @@ def lora_interceptor(trees: Mapping[type, Any], rank: int) -> Callable:
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
-        if context.method_name != "__call__" or not isinstance(module, (nn.Dense, nn.Conv)):
+        if context.method_name != "__call__" or not isinstance(module, (nn.Dense, Conv)):
             return next_fun(*args, **kwargs)
         ab = adapters.get(type(_root(module)), {}).get(module.path)
         y = next_fun(*args, **kwargs)
