@@ -121,7 +121,9 @@ def test_unmerged_lora_gives_the_gradients_of_merged_lora(setup):
     assert a.keys() == b.keys()
     worst = max((_rel(a[k], b[k]), k) for k in a)
     print(f"{len(a)} LoRA gradient tensors, unmerged against merged: worst {worst[0]:.1e} of max-abs ({worst[1]})")
-    assert worst[0] <= 1e-5
+    # float32 rounding of two formulations through the whole network: 6.8e-6 with the old CPU
+    # attention, 1.13e-5 with the current one (normalised after the value product).
+    assert worst[0] <= 2e-5
 
 
 def _worst(ours, want) -> tuple[float, str]:

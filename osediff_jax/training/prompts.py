@@ -1,6 +1,6 @@
 """Prompt embeddings for training: a fixed prompt encoded once (the default, empty), or a function of
-the GT batch that gives per-sample embeddings inside the step (the authors tag the GT crop with RAM,
-FACTS section 4); the negative prompt of the real score's unconditional branch is encoded once.
+the GT batch that gives per-sample embeddings inside the step (the authors tag the GT crop with RAM
+in `train_osediff.py`); the negative prompt of the real score's unconditional branch is encoded once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from osediff_jax.models.tokenizer import load_tokenizer, tokenize
 
-# The negative prompt of the authors' launch script (FACTS section 4).
+# The negative prompt of the authors' training launch command (README of their release).
 NEGATIVE_PROMPT = ("painting, oil painting, illustration, drawing, art, sketch, cartoon, CG Style, 3D render, "
                    "unreal engine, blurring, dirty, messy, worst quality, low quality, frames, watermark, "
                    "signature, jpeg artifacts, deformed, lowres, over-smooth")

@@ -1,5 +1,5 @@
 """The training configuration, the trainable sets with their optimisers, and the train state
-(FACTS section 4; the authors' `train_osediff.py` and `osediff.py`)."""
+(the authors' `train_osediff.py` and `osediff.py`)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class TrainConfig:
     lambda_reg: float = 1.0  # their lambda_vsd_lora
     cfg_vsd: float = 7.5
     # "full": the regulariser LoRA on every UNet target, as the paper intends; "mid_block": only the
-    # mid-block adapter, which is what the authors' code trains (FACTS section 4, quirk 1).
+    # mid-block adapter, which is what the authors' code trains: the last of its three `add_adapter`
+    # calls (`osediff.py`) leaves `default_others` active everywhere; layers without it skip LoRA.
     regularizer_lora: str = "full"
     rank: int = 4
     learning_rate: float = 5e-5

@@ -1,4 +1,4 @@
-"""OSEDiff's training step as one jitted function (FACTS section 4; the authors' `train_osediff.py`).
+"""OSEDiff's training step as one jitted function (the authors' `train_osediff.py`).
 
     train_step = make_train_step(unet, vae, alphas_cumprod, config)
     state, metrics = train_step(state, frozen, {"gt": gt_uint8}, jax.random.fold_in(state["key"], step))

@@ -1,4 +1,4 @@
-"""OSEDiff's latent variational score distillation and its regulariser (FACTS section 4), as in the
+"""OSEDiff's latent variational score distillation and its regulariser, as in the
 authors' `osediff.py` (`OSEDiff_reg.distribution_matching_loss`, `diff_loss`, `eps_to_mu`).
 
 Scores are epsilon predictions of UNets; these functions only do the arithmetic around them, in float32.
