@@ -130,6 +130,7 @@ class ReferenceStep:
         a = self.scheduler.alphas_cumprod[t][:, None, None, None]
         return (sample - (1 - a) ** 0.5 * eps) / a**0.5
 
+    @torch.enable_grad()  # other test modules turn gradients off for the whole session
     def step(self, lq, gt, prompt_embeds, neg_prompt_embeds, vae_noise, vsd_t, vsd_noise, reg_t, reg_noise):
         """lq, gt NCHW in [-1, 1]; returns the loss terms (unweighted) and both raw gradients."""
         # OSEDiff_gen.forward, with the posterior sample's noise given.
