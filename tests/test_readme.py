@@ -9,6 +9,8 @@ demo) runs here, so CI runs it once.
 """
 
 import ast
+import importlib
+import importlib.util
 import os
 import re
 import shlex
@@ -22,7 +24,6 @@ import pytest
 from PIL import Image
 
 from osediff_jax import convert, demo, evaluate, upscale
-from osediff_jax.models import lora
 from osediff_jax.weights import bundle, osediff_pkl, random_sd
 from tests.references import SHARED
 
@@ -60,7 +61,6 @@ def _random_osediff_pkl(sd_folder: Path, dst: Path) -> None:
     noisy = lambda t: jax.tree.map(lambda a: (0.05 * rng.standard_normal(a.shape)).astype(np.float32) + a, t)
     osediff_pkl.write_pkl(osediff_pkl.OSEDiffWeights(noisy(w.unet_lora), noisy(w.vae_lora), w.conv_in, w.rank_unet,
                                                      w.rank_vae, w.unet_modules, w.vae_modules), dst)
-    assert lora.scale(w.rank_unet) == 2.0
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +115,13 @@ def _check_flags(command: str) -> None:
 
 
 def _check_python(text: str) -> None:
-    """Compiles, and every name it imports from the package exists."""
+    """Parses, and every name it imports from the package exists (a module or an attribute)."""
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.ImportFrom) and node.module.startswith("osediff_jax"):
-            module = __import__(node.module, fromlist=["_"])
-            assert all(hasattr(module, a.name) or __import__(f"{node.module}.{a.name}", fromlist=["_"])
-                       for a in node.names), node.module
+            for alias in node.names:
+                module = importlib.import_module(node.module)
+                assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), \
+                    f"{node.module}.{alias.name}"
 
 
 def test_readme_examples_run(work):
