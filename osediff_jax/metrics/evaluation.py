@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from osediff_jax.files.images import MAX_PIXELS, SUFFIXES, ImageReadError, list_images, read_rgb
-from osediff_jax.metrics.registry import METRICS
+from osediff_jax.metrics.registry import METRICS, check_weights
 
 DEFAULT_METRICS = "psnr,ssim,niqe"
 
@@ -62,7 +62,9 @@ def evaluate(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, metrics: li
              per_image: dict[str, dict[str, float]] | None = None) -> dict:
     """{"per_image": {stem: {metric: value}}, "mean": {metric: value}}; raises EvaluationError
     listing every unreadable image and size mismatch after the pass. `per_image`, if given, is
-    filled as the pass goes (what was done when an interrupt stops it)."""
+    filled as the pass goes (what was done when an interrupt stops it). Missing weight files stop
+    it before any work (MissingWeightsError naming them all)."""
+    check_weights(metrics, weights_dir)
     pairs = pair_images(pred_dir, gt_dir)
     scorers = {m: METRICS[m].load(weights_dir) for m in metrics}
     per_pair = {m: f for m, f in scorers.items() if METRICS[m].set_score is None}

@@ -20,13 +20,48 @@ class Metric:
     scorer maps (pred, gt), HxWx3 uint8, to a float (no-reference ones ignore gt); a set metric's
     (FID) maps a list of images to their features [N, D], and `set_score(pred_features,
     gt_features)` gives its one value. `needs_gt`: compared with the ground truth (per image, of
-    the same size, unless it is a set metric)."""
+    the same size, unless it is a set metric). A network metric's `load` reads its params through
+    `network_params`, so from release files or from a checkpoint of `convert metrics` alike."""
 
     name: str
     needs_gt: bool
     weight_files: tuple[str, ...]
     load: Callable[[WeightsDir], Callable]
     set_score: Callable[[np.ndarray, np.ndarray], float] | None = None
+    # The network's params from a folder of its release files (what `convert metrics` stores).
+    params: Callable[[WeightsDir], dict] | None = None
+
+
+def network_params(name: str, weights_dir: WeightsDir) -> dict:
+    """Params of metric `name`: from a converted metric checkpoint when `weights_dir` is one,
+    else from its release files."""
+    from osediff_jax.metrics.weights import restore_metric
+    restored = restore_metric(weights_dir, name)
+    return restored if restored is not None else METRICS[name].params(weights_dir)
+
+
+def check_weights(names: list[str], weights_dir: WeightsDir) -> None:
+    """Before any work: MissingWeightsError naming every weight file the metrics `names` need that
+    `weights_dir` lacks, each with its origin (or the metrics a converted checkpoint lacks)."""
+    from pathlib import Path
+
+    from osediff_jax.metrics.weights import CONVERTED_INDEX, WEIGHT_FILES, MissingWeightsError, is_converted
+    needed = [m for m in names if METRICS[m].weight_files]
+    if is_converted(weights_dir):
+        import json
+        held = json.loads((Path(weights_dir) / CONVERTED_INDEX).read_text())["metrics"]
+        absent = [m for m in needed if m not in held]
+        if absent:
+            raise MissingWeightsError(f"{weights_dir}: this converted metric checkpoint has no weights for "
+                                      f"{', '.join(absent)}; convert a folder that holds their files too")
+        return
+    files = list(dict.fromkeys(f for m in needed for f in METRICS[m].weight_files))
+    missing = [f for f in files if weights_dir is None or not (Path(weights_dir) / f).is_file()]
+    if missing and weights_dir is None:
+        raise MissingWeightsError("; ".join(f"{f} is needed (from {WEIGHT_FILES[f]})" for f in missing)
+                                  + ": pass the folder holding them (--weights DIR)")
+    if missing:
+        raise MissingWeightsError(f"{weights_dir}: missing " + "; ".join(f"{f} ({WEIGHT_FILES[f]})" for f in missing))
 
 
 def _unit(img: np.ndarray) -> np.ndarray:
@@ -46,24 +81,24 @@ def _ssim(_: WeightsDir) -> PairFn:
 def _lpips(weights_dir: WeightsDir) -> PairFn:
     import jax
 
-    from osediff_jax.metrics.lpips import lpips_distance, lpips_params
-    params = jax.device_put(lpips_params("alex", weights_dir))  # on the device once, not per image
+    from osediff_jax.metrics.lpips import lpips_distance
+    params = jax.device_put(network_params("lpips", weights_dir))  # on the device once, not per image
     return lambda p, g: float(lpips_distance(params, _unit(p)[None] * 2 - 1, _unit(g)[None] * 2 - 1)[0])
 
 
 def _dists(weights_dir: WeightsDir) -> PairFn:
     import jax
 
-    from osediff_jax.metrics.dists import dists_distance, dists_params
-    params = jax.device_put(dists_params(weights_dir))
+    from osediff_jax.metrics.dists import dists_distance
+    params = jax.device_put(network_params("dists", weights_dir))
     return lambda p, g: float(dists_distance(params, _unit(p)[None], _unit(g)[None])[0])
 
 
 def _fid_features(weights_dir: WeightsDir) -> Callable[[list[np.ndarray]], np.ndarray]:
     import jax
 
-    from osediff_jax.metrics.fid import inception_features, inception_params, preprocess
-    params = jax.device_put(inception_params(weights_dir))
+    from osediff_jax.metrics.fid import inception_features, preprocess
+    params = jax.device_put(network_params("fid", weights_dir))
     return lambda imgs: np.asarray(inception_features(params, np.stack([preprocess(i) for i in imgs])))
 
 
@@ -77,13 +112,40 @@ def _niqe(_: WeightsDir) -> PairFn:
     return lambda p, g: niqe(p)
 
 
+def _clipiqa(weights_dir: WeightsDir) -> PairFn:
+    from osediff_jax.metrics.clipiqa import clipiqa_scorer
+    return clipiqa_scorer(network_params("clipiqa", weights_dir))
+
+
+def _lpips_params(weights_dir: WeightsDir) -> dict:
+    from osediff_jax.metrics.lpips import lpips_params
+    return lpips_params("alex", weights_dir)
+
+
+def _dists_params(weights_dir: WeightsDir) -> dict:
+    from osediff_jax.metrics.dists import dists_params
+    return dists_params(weights_dir)
+
+
+def _fid_params(weights_dir: WeightsDir) -> dict:
+    from osediff_jax.metrics.fid import inception_params
+    return inception_params(weights_dir)
+
+
+def _clipiqa_params(weights_dir: WeightsDir) -> dict:
+    from osediff_jax.metrics.clipiqa import clipiqa_params
+    return clipiqa_params(weights_dir)
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("psnr", True, (), _psnr),
     Metric("ssim", True, (), _ssim),
-    Metric("lpips", True, ("alexnet-owt-7be5be79.pth", "lpips_alex.pth"), _lpips),
-    Metric("dists", True, ("vgg16-397923af.pth", "dists_weights.pt"), _dists),
-    Metric("fid", True, ("pt_inception-2015-12-05-6726825d.pth",), _fid_features, set_score=_fid_score),
+    Metric("lpips", True, ("alexnet-owt-7be5be79.pth", "lpips_alex.pth"), _lpips, params=_lpips_params),
+    Metric("dists", True, ("vgg16-397923af.pth", "dists_weights.pt"), _dists, params=_dists_params),
+    Metric("fid", True, ("pt_inception-2015-12-05-6726825d.pth",), _fid_features, set_score=_fid_score,
+           params=_fid_params),
     Metric("niqe", False, (), _niqe),
+    Metric("clipiqa", False, ("RN50.pt",), _clipiqa, params=_clipiqa_params),
 )}
 
 

@@ -1,0 +1,97 @@
+"""The no-reference metrics (CLIPIQA, MUSIQ, MANIQA) against pyiqa 0.1.10's own architecture code,
+on random weights saved in the real file formats and on RealSR images, float32 on both sides:
+per-image scores within 1e-4 relative.
+
+pyiqa is not imported as a package (its `__init__` imports imgaug, which fails under numpy 2):
+`tests/references/pyiqa.py` loads only its architecture files from the installed pyiqa 0.1.10
+distribution (bare parent packages over the real folders, see there). Its downloads are
+intercepted: CLIP's `_download` returns the TorchScript archive the test wrote, and MANIQA's
+`timm.create_model(..., pretrained=True)` is patched to build the ViT without weights (the
+MANIQA file holds the ViT's weights too and is loaded over it, as pyiqa does)."""
+
+from unittest import mock
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from osediff_jax.files.images import read_rgb
+from osediff_jax.metrics import clipiqa, weights
+from tests.references import SHARED
+from tests.references.pyiqa import arch
+
+pytestmark = pytest.mark.reference
+
+REALSR = SHARED / "data" / "realsr" / "osediff_official"
+RTOL = 1e-4  # per-image |ours - pyiqa| / |pyiqa|
+
+
+def rel_err(ours, ref) -> float:
+    ours, ref = np.asarray(ours, np.float64).reshape(-1), np.asarray(ref, np.float64).reshape(-1)
+    return float(np.max(np.abs(ours - ref) / np.abs(ref)))
+
+
+def nchw(img: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> [1, 3, H, W] in [0, 1], as pyiqa's imread2tensor (to_tensor) gives it."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div(255)[None]
+
+
+@pytest.fixture(scope="module")
+def realsr() -> list[np.ndarray]:
+    """Two RealSR outputs of the authors, in sorted order, and a 384x512 crop of the first
+    (a non-square image: MUSIQ's padding masks, MANIQA's crop range)."""
+    imgs = [read_rgb(p) for p in sorted(REALSR.glob("*.png"))[:2]]
+    return imgs + [imgs[0][64:448]]
+
+
+def randomize_batchnorms(model: torch.nn.Module) -> None:
+    """Trained-looking BatchNorm statistics (the default ones are the identity, and CLIP's init
+    zeroes each bottleneck's last BN, which would leave its branch untested)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+
+
+def write_clip_rn50(path) -> None:
+    """A random CLIP RN50 as OpenAI ships it: a traced TorchScript archive with float16 weights."""
+    clip_model = arch("clip_model")
+    torch.manual_seed(0)
+    model = clip_model.CLIP(1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12).eval()
+    randomize_batchnorms(model)
+    with torch.no_grad():
+        model.visual.attnpool.positional_embedding.normal_(0, 0.02)
+        model.logit_scale.fill_(np.log(100.0))  # the trained value (CLIP clamps it at 100)
+        traced = torch.jit.trace(model, (torch.rand(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)),
+                                 check_trace=False)
+    traced.half().save(str(path))
+
+
+def test_clip_prompt_tokens_are_clip_tokenize():
+    clipiqa_arch = arch("clipiqa_arch")
+    with mock.patch.object(clipiqa_arch, "load", lambda *a, **k: torch.nn.Linear(1, 1)):
+        ref = clipiqa_arch.CLIPIQA()
+    np.testing.assert_array_equal(clipiqa.prompt_tokens(), ref.prompt_pairs.numpy())
+
+
+def test_clipiqa_matches_pyiqa(realsr, tmp_path):
+    clip_model, clipiqa_arch = arch("clip_model"), arch("clipiqa_arch")
+    path = tmp_path / "RN50.pt"
+    write_clip_rn50(path)
+    with mock.patch.object(clip_model, "_download", lambda url, root: str(path)):
+        ref = clipiqa_arch.CLIPIQA().eval()
+    with torch.no_grad():
+        want = [float(ref(nchw(img))) for img in realsr]
+    score = clipiqa.clipiqa_scorer(clipiqa.clipiqa_params(tmp_path))
+    got = [score(img, None) for img in realsr]
+    assert rel_err(got, want) <= RTOL, (got, want)
+    # The images' scores differ by more than the tolerance: the comparison is not of constants.
+    assert np.ptp(want) > 10 * RTOL * np.abs(want).max(), want
+
+
+def test_missing_nr_weights_name_file_and_origin(tmp_path):
+    with pytest.raises(weights.MissingWeightsError, match=r"RN50\.pt.*openaipublic"):
+        clipiqa.clipiqa_params(tmp_path)
