@@ -11,13 +11,12 @@ MANIQA file holds the ViT's weights too and is loaded over it, as pyiqa does).""
 
 from unittest import mock
 
-import jax
 import numpy as np
 import pytest
 import torch
 
 from osediff_jax.files.images import read_rgb
-from osediff_jax.metrics import clipiqa, weights
+from osediff_jax.metrics import clipiqa, musiq, weights
 from tests.references import SHARED
 from tests.references.pyiqa import arch
 
@@ -95,3 +94,37 @@ def test_clipiqa_matches_pyiqa(realsr, tmp_path):
 def test_missing_nr_weights_name_file_and_origin(tmp_path):
     with pytest.raises(weights.MissingWeightsError, match=r"RN50\.pt.*openaipublic"):
         clipiqa.clipiqa_params(tmp_path)
+
+
+def randomize_norms(model: torch.nn.Module) -> None:
+    """GroupNorm/LayerNorm affine parameters away from their identity initialisation."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+
+
+def test_musiq_matches_pyiqa(realsr, tmp_path):
+    musiq_arch = arch("musiq_arch")
+    from pyiqa.data.multiscale_trans_util import get_multiscale_patches
+    torch.manual_seed(0)
+    net = musiq_arch.MUSIQ(pretrained=False)
+    randomize_norms(net)
+    with torch.no_grad():
+        net.transformer_encoder.cls.normal_(0, 0.5)
+    path = tmp_path / "musiq_koniq_ckpt-e95806b9.pth"
+    torch.save(net.state_dict(), path)
+    ref = musiq_arch.MUSIQ(pretrained="koniq10k", pretrained_model_path=str(path)).eval()
+    with torch.no_grad():
+        want = [float(ref(nchw(img))) for img in realsr]
+    score = musiq.musiq_scorer(musiq.musiq_params(tmp_path))
+    got = [score(img, None) for img in realsr]
+    assert rel_err(got, want) <= RTOL, (got, want)
+    assert np.ptp(want) > 10 * RTOL * np.abs(want).max(), want
+    # The input handling itself, on the non-square image (resizes, padding, masks, positions).
+    img = realsr[-1]
+    theirs = get_multiscale_patches((nchw(img) - 0.5) * 2, **ref.data_preprocess_opts)[0].numpy()
+    patches, spatial, scale, mask = musiq.preprocess(img)
+    np.testing.assert_array_equal(theirs[:, -3:], np.stack([spatial, scale, mask], 1))
+    ours = patches.transpose(0, 3, 1, 2).reshape(len(patches), -1)
+    assert np.abs(ours - theirs[:, :-3]).max() <= 1e-5

@@ -112,6 +112,11 @@ def _niqe(_: WeightsDir) -> PairFn:
     return lambda p, g: niqe(p)
 
 
+def _musiq(weights_dir: WeightsDir) -> PairFn:
+    from osediff_jax.metrics.musiq import musiq_scorer
+    return musiq_scorer(network_params("musiq", weights_dir))
+
+
 def _clipiqa(weights_dir: WeightsDir) -> PairFn:
     from osediff_jax.metrics.clipiqa import clipiqa_scorer
     return clipiqa_scorer(network_params("clipiqa", weights_dir))
@@ -132,6 +137,11 @@ def _fid_params(weights_dir: WeightsDir) -> dict:
     return inception_params(weights_dir)
 
 
+def _musiq_params(weights_dir: WeightsDir) -> dict:
+    from osediff_jax.metrics.musiq import musiq_params
+    return musiq_params(weights_dir)
+
+
 def _clipiqa_params(weights_dir: WeightsDir) -> dict:
     from osediff_jax.metrics.clipiqa import clipiqa_params
     return clipiqa_params(weights_dir)
@@ -145,6 +155,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fid", True, ("pt_inception-2015-12-05-6726825d.pth",), _fid_features, set_score=_fid_score,
            params=_fid_params),
     Metric("niqe", False, (), _niqe),
+    Metric("musiq", False, ("musiq_koniq_ckpt-e95806b9.pth",), _musiq, params=_musiq_params),
     Metric("clipiqa", False, ("RN50.pt",), _clipiqa, params=_clipiqa_params),
 )}
 

@@ -49,6 +49,6 @@ def arch(name: str) -> types.ModuleType:
     if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
         import packaging.version
         shim = types.ModuleType("pkg_resources")
-        shim.packaging = sys.modules["packaging"]
+        shim.packaging = packaging
         sys.modules["pkg_resources"] = shim
     return importlib.import_module(f"pyiqa.archs.{name}")
