@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from osediff_jax.files.images import read_rgb
-from osediff_jax.metrics import clipiqa, musiq, weights
+from osediff_jax.metrics import clipiqa, maniqa, musiq, weights
 from tests.references import SHARED
 from tests.references.pyiqa import arch
 
@@ -128,3 +128,46 @@ def test_musiq_matches_pyiqa(realsr, tmp_path):
     np.testing.assert_array_equal(theirs[:, -3:], np.stack([spatial, scale, mask], 1))
     ours = patches.transpose(0, 3, 1, 2).reshape(len(patches), -1)
     assert np.abs(ours - theirs[:, :-3]).max() <= 1e-5
+
+
+def pyiqa_maniqa(path, **kwargs):
+    """pyiqa's MANIQA as `maniqa-pipal` builds it, its downloads intercepted: timm's ViT is created
+    without weights and the PIPAL file is `path`."""
+    maniqa_arch, arch_util = arch("maniqa_arch"), arch("arch_util")
+    create = maniqa_arch.timm.create_model
+    with mock.patch.object(maniqa_arch.timm, "create_model", lambda name, pretrained: create(name, pretrained=False)), \
+            mock.patch.object(arch_util, "load_file_from_url", lambda url: str(path)):
+        return maniqa_arch.MANIQA(train_dataset="pipal", **kwargs).eval()
+
+
+def test_maniqa_matches_pyiqa(realsr, tmp_path):
+    """Two crops per image instead of 20 (ViT-B/8 on the CPU); the crop sequence of 20 is
+    checked in test_maniqa_crops_follow_pyiqa_seeding."""
+    path = tmp_path / "MANIQA_PIPAL-ae6d356b.pth"
+    torch.manual_seed(0)
+    net = pyiqa_maniqa(path, pretrained=False)
+    randomize_norms(net)
+    torch.save(net.state_dict(), path)
+    ref = pyiqa_maniqa(path, test_sample=2)
+    imgs = [realsr[0], realsr[2]]
+    np.random.seed(maniqa.SEED)  # as pyiqa's InferenceModel seeds after building the metric
+    with torch.no_grad():
+        want = [float(ref(nchw(img))) for img in imgs]
+    score = maniqa.maniqa_scorer(maniqa.maniqa_params(tmp_path), n_crops=2)
+    got = [score(img, None) for img in imgs]
+    assert rel_err(got, want) <= RTOL, (got, want)
+    assert np.ptp(want) > 10 * RTOL * np.abs(want).max(), want
+
+
+def test_maniqa_crops_follow_pyiqa_seeding(realsr):
+    """pyiqa's random_crop (20 crops, NumPy's global generator seeded once) over a sequence of
+    images, one of them small enough to be enlarged first, against ours from one RandomState."""
+    arch_util = arch("arch_util")
+    imgs = [realsr[0], realsr[1][:200, :300], realsr[2]]
+    np.random.seed(maniqa.SEED)
+    rng = np.random.RandomState(maniqa.SEED)
+    for img in imgs:
+        want = arch_util.random_crop((nchw(img) - 0.5) / 0.5, crop_size=224, crop_num=20).numpy()
+        got = maniqa.crops(img, rng)
+        # Same corners; the enlarged image's values differ by float32 rounding of the weights.
+        assert np.abs(got.transpose(0, 3, 1, 2) - want).max() <= 1e-5

@@ -117,6 +117,11 @@ def _musiq(weights_dir: WeightsDir) -> PairFn:
     return musiq_scorer(network_params("musiq", weights_dir))
 
 
+def _maniqa(weights_dir: WeightsDir) -> PairFn:
+    from osediff_jax.metrics.maniqa import maniqa_scorer
+    return maniqa_scorer(network_params("maniqa", weights_dir))
+
+
 def _clipiqa(weights_dir: WeightsDir) -> PairFn:
     from osediff_jax.metrics.clipiqa import clipiqa_scorer
     return clipiqa_scorer(network_params("clipiqa", weights_dir))
@@ -142,6 +147,11 @@ def _musiq_params(weights_dir: WeightsDir) -> dict:
     return musiq_params(weights_dir)
 
 
+def _maniqa_params(weights_dir: WeightsDir) -> dict:
+    from osediff_jax.metrics.maniqa import maniqa_params
+    return maniqa_params(weights_dir)
+
+
 def _clipiqa_params(weights_dir: WeightsDir) -> dict:
     from osediff_jax.metrics.clipiqa import clipiqa_params
     return clipiqa_params(weights_dir)
@@ -156,6 +166,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            params=_fid_params),
     Metric("niqe", False, (), _niqe),
     Metric("musiq", False, ("musiq_koniq_ckpt-e95806b9.pth",), _musiq, params=_musiq_params),
+    Metric("maniqa", False, ("MANIQA_PIPAL-ae6d356b.pth",), _maniqa, params=_maniqa_params),
     Metric("clipiqa", False, ("RN50.pt",), _clipiqa, params=_clipiqa_params),
 )}
 
