@@ -6,10 +6,13 @@
   python -m osediff_jax.convert export-osediff --src OSEDIFF_DIR --dst osediff.pkl
   python -m osediff_jax.convert merge --sd-path SD --osediff OSEDIFF_DIR_OR_PKL --dst MERGED_DIR
   python -m osediff_jax.convert random --dst DIR
+  python -m osediff_jax.convert metrics --src WEIGHTS_DIR --dst METRIC_CKPT
 
 SD is a diffusers SD-2.1-base folder or its converted checkpoint. `merge` writes an inference
 checkpoint (LoRA folded into the UNet and VAE) that `osediff_jax.weights.bundle.load` and
-`upscale --checkpoint` read. `random` writes a small random SD-shaped model and OSEDiff weights
+`upscale --checkpoint` read. `metrics` turns a folder of the evaluation metrics' weight files
+(`evaluate --help` lists them; needs PyTorch) into one Orbax checkpoint that `evaluate --weights`
+reads without PyTorch; it converts every metric whose files are all present. `random` writes a small random SD-shaped model and OSEDiff weights
 (DIR/sd, DIR/osediff, DIR/merged) for trying the commands without the real weights. Reading or
 writing osediff.pkl needs PyTorch (pip install 'osediff-jax[torch]'). Destinations must not exist
 (or be empty folders): nothing is ever overwritten; every output is written beside its final name
@@ -24,6 +27,7 @@ import time
 
 from osediff_jax.cli.common import EXIT_CODES, OK, USAGE, Interrupted, UsageError, check_writable_dir, error, \
     interrupts, user_path
+from osediff_jax.metrics.weights import MissingWeightsError
 from osediff_jax.weights import bundle, osediff_pkl, random_sd
 from osediff_jax.weights.torch_format import CheckpointError
 
@@ -47,9 +51,19 @@ COMMANDS = {
               {"--sd-path": SD_HELP, "--osediff": "the authors' osediff.pkl or our OSEDiff checkpoint folder"},
               "the new merged checkpoint folder (for `upscale --checkpoint`)",
               lambda a: osediff_pkl.save_merged(a.sd_path, a.osediff, a.dst)),
+    "metrics": ("the metrics' weight files -> one Orbax checkpoint for `evaluate --weights`",
+                {"--src": "the folder of metric weight files (`python -m osediff_jax.evaluate --help` lists them)"},
+                "the new metric checkpoint folder", lambda a: _convert_metrics(a.src, a.dst)),
     "random": ("a small random SD-shaped model and OSEDiff weights, to try the commands", {},
                "the new folder: gets sd/, osediff/ and merged/", lambda a: random_sd.write_random_models(a.dst)),
 }
+
+
+def _convert_metrics(src, dst) -> None:
+    from osediff_jax.metrics.registry import METRICS, convert_weights
+    done = convert_weights(src, dst)
+    skipped = [m for m, v in METRICS.items() if v.params is not None and m not in done]
+    print(f"converted: {', '.join(done)}" + (f"; not converted (files absent): {', '.join(skipped)}" if skipped else ""))
 
 
 def _check_dst(dst) -> None:
@@ -79,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             _check_dst(args.dst)
             COMMANDS[args.command][3](args)
             check()  # a signal whose exception was swallowed (see interrupts)
-        except (CheckpointError, FileExistsError, ValueError) as e:
+        except (CheckpointError, FileExistsError, ValueError, MissingWeightsError) as e:
             error(str(e))
             return USAGE
         except OSError as e:  # disk full, permissions, ...: the partial output is already removed

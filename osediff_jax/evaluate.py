@@ -1,12 +1,14 @@
 """Evaluate super-resolved images against ground truth with the OSEDiff paper's metrics.
 
-    python -m osediff_jax.evaluate --pred DIR --gt DIR [--metrics psnr,ssim,niqe,lpips,dists,fid]
+    python -m osediff_jax.evaluate --pred DIR --gt DIR [--metrics psnr,ssim,niqe,...|all]
         [--weights DIR] [--json FILE]
 
 Images are paired by file stem. Prints a per-image table and the means in the paper's column
 order; `--json` writes {"per_image": {name: {metric: value}}, "mean": {metric: value}} (FID only
-under "mean"). PSNR, SSIM and NIQE need no setup; LPIPS, DISTS and FID read weight files from
-`--weights` (osediff_jax/metrics/weights.py lists each file and its origin)."""
+under "mean"). PSNR, SSIM and NIQE need no setup; LPIPS, DISTS, FID, MUSIQ, MANIQA and CLIPIQA read
+weight files from `--weights` (osediff_jax/metrics/weights.py lists each file and its origin), or
+the checkpoint `python -m osediff_jax.convert metrics` makes of them (read without PyTorch). Images
+are scored in sorted file order (MANIQA's random crops depend on it, as in pyiqa)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--metrics", default=DEFAULT_METRICS,
                     help=f"comma-separated subset of {','.join(registry.METRICS)}, or 'all' (default {DEFAULT_METRICS})")
     ap.add_argument("--weights", default=None, type=user_path,
-                    help="folder with the weight files the chosen metrics read (listed below)")
+                    help="folder with the weight files the chosen metrics read (listed below), or the "
+                    "checkpoint `python -m osediff_jax.convert metrics` made of them")
     ap.add_argument("--json", default=None, type=user_path, help="write per-image values and means to this JSON file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --json file (default: refuse)")
     ap.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",

@@ -9,6 +9,7 @@ intercepted: CLIP's `_download` returns the TorchScript archive the test wrote, 
 `timm.create_model(..., pretrained=True)` is patched to build the ViT without weights (the
 MANIQA file holds the ViT's weights too and is loaded over it, as pyiqa does)."""
 
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -22,6 +23,7 @@ from tests.references.pyiqa import arch
 
 pytestmark = pytest.mark.reference
 
+ROOT = Path(__file__).resolve().parents[1]
 REALSR = SHARED / "data" / "realsr" / "osediff_official"
 RTOL = 1e-4  # per-image |ours - pyiqa| / |pyiqa|
 
@@ -82,10 +84,11 @@ def test_clipiqa_matches_pyiqa(realsr, tmp_path):
     write_clip_rn50(path)
     with mock.patch.object(clip_model, "_download", lambda url, root: str(path)):
         ref = clipiqa_arch.CLIPIQA().eval()
+    imgs = realsr[:2]  # one size: one compilation (CLIP has no size-dependent step here)
     with torch.no_grad():
-        want = [float(ref(nchw(img))) for img in realsr]
+        want = [float(ref(nchw(img))) for img in imgs]
     score = clipiqa.clipiqa_scorer(clipiqa.clipiqa_params(tmp_path))
-    got = [score(img, None) for img in realsr]
+    got = [score(img, None) for img in imgs]
     assert rel_err(got, want) <= RTOL, (got, want)
     # The images' scores differ by more than the tolerance: the comparison is not of constants.
     assert np.ptp(want) > 10 * RTOL * np.abs(want).max(), want
@@ -141,19 +144,19 @@ def pyiqa_maniqa(path, **kwargs):
 
 
 def test_maniqa_matches_pyiqa(realsr, tmp_path):
-    """Two crops per image instead of 20 (ViT-B/8 on the CPU); the crop sequence of 20 is
-    checked in test_maniqa_crops_follow_pyiqa_seeding."""
+    """One crop per image instead of 20 (ViT-B/8 on the CPU; the score still pools 784
+    positions); the crop sequence of 20 is checked in test_maniqa_crops_follow_pyiqa_seeding."""
     path = tmp_path / "MANIQA_PIPAL-ae6d356b.pth"
     torch.manual_seed(0)
     net = pyiqa_maniqa(path, pretrained=False)
     randomize_norms(net)
     torch.save(net.state_dict(), path)
-    ref = pyiqa_maniqa(path, test_sample=2)
+    ref = pyiqa_maniqa(path, test_sample=1)
     imgs = [realsr[0], realsr[2]]
     np.random.seed(maniqa.SEED)  # as pyiqa's InferenceModel seeds after building the metric
     with torch.no_grad():
         want = [float(ref(nchw(img))) for img in imgs]
-    score = maniqa.maniqa_scorer(maniqa.maniqa_params(tmp_path), n_crops=2)
+    score = maniqa.maniqa_scorer(maniqa.maniqa_params(tmp_path), n_crops=1)
     got = [score(img, None) for img in imgs]
     assert rel_err(got, want) <= RTOL, (got, want)
     assert np.ptp(want) > 10 * RTOL * np.abs(want).max(), want
@@ -171,3 +174,46 @@ def test_maniqa_crops_follow_pyiqa_seeding(realsr):
         got = maniqa.crops(img, rng)
         # Same corners; the enlarged image's values differ by float32 rounding of the weights.
         assert np.abs(got.transpose(0, 3, 1, 2) - want).max() <= 1e-5
+
+
+def test_convert_metrics_and_evaluate_from_either(tmp_path, monkeypatch, capsys):
+    """`convert metrics` on a folder holding only MUSIQ's file, run as users run it (a subprocess,
+    relative paths); evaluate reads the checkpoint and gives the raw file's values; a metric the
+    checkpoint lacks and a folder lacking files stop before any work, naming what is missing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from osediff_jax import evaluate as ev
+    from osediff_jax.files.images import write_png
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w").mkdir()
+    torch.manual_seed(1)
+    torch.save(arch("musiq_arch").MUSIQ(pretrained=False).state_dict(), tmp_path / "w" / musiq.WEIGHTS_FILE)
+    for d in ("pred", "gt"):
+        (tmp_path / d).mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        img = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+        write_png(tmp_path / "pred" / f"{i}.png", img)
+        write_png(tmp_path / "gt" / f"{i}.png", img)
+    run = subprocess.run([sys.executable, "-m", "osediff_jax.convert", "metrics", "--src", "w", "--dst", "ckpt"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert "converted: musiq; not converted (files absent): lpips, dists, fid, maniqa, clipiqa" in run.stdout
+    results = []
+    for weights_dir in ("w", "ckpt"):
+        assert ev.main(["--pred", "pred", "--gt", "gt", "--metrics", "musiq", "--weights", weights_dir,
+                        "--json", f"{weights_dir}.json"]) == 0
+        results.append(json.loads((tmp_path / f"{weights_dir}.json").read_text()))
+    assert results[0] == results[1]
+    capsys.readouterr()
+    assert ev.main(["--pred", "pred", "--gt", "gt", "--metrics", "musiq,clipiqa", "--weights", "ckpt"]) == 2
+    assert "has no weights for clipiqa" in capsys.readouterr().err
+    assert ev.main(["--pred", "pred", "--gt", "gt", "--metrics", "all", "--weights", "w"]) == 2
+    err = capsys.readouterr().err
+    for name in ("RN50.pt", "MANIQA_PIPAL-ae6d356b.pth", "vgg16-397923af.pth"):
+        assert name in err
+    assert "openaipublic" in err and "IQA-PyTorch/releases" in err and musiq.WEIGHTS_FILE not in err
+    assert "%" not in err.splitlines()[-1]  # stopped before the progress bar started

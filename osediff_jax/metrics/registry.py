@@ -171,6 +171,23 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 
+def convert_weights(src: WeightsDir, dst: str | os.PathLike) -> list[str]:
+    """One converted metric checkpoint at `dst` holding the params of every network metric whose
+    release files are all in folder `src` (read with torch); returns those metrics' names.
+    MissingWeightsError when no metric is complete, naming every file and its origin."""
+    from pathlib import Path
+
+    from osediff_jax.metrics.weights import WEIGHT_FILES, MissingWeightsError, save_converted
+    nets = [m for m in METRICS.values() if m.params is not None]
+    complete = [m for m in nets if all((Path(src) / f).is_file() for f in m.weight_files)]
+    if not complete:
+        files = dict.fromkeys(f for m in nets for f in m.weight_files)
+        raise MissingWeightsError(f"{src}: no metric's weight files are all there; expected e.g. "
+                                  + "; ".join(f"{f} ({WEIGHT_FILES[f]})" for f in files))
+    save_converted(dst, {m.name: m.params(src) for m in complete})
+    return [m.name for m in complete]
+
+
 def describe() -> str:
     """One line per metric: what it compares and the weight files it reads (for --help)."""
     lines = []
