@@ -19,7 +19,16 @@ import torch
 from osediff_jax.files.images import read_rgb
 from osediff_jax.metrics import clipiqa, maniqa, musiq, weights
 from tests.references import SHARED
-from tests.references.pyiqa import arch
+from tests.references.pyiqa import (
+    arch,
+    clipiqa_reference,
+    maniqa_reference,
+    musiq_reference,
+    nchw,
+    write_clip_rn50,
+    write_maniqa,
+    write_musiq,
+)
 
 pytestmark = pytest.mark.reference
 
@@ -33,42 +42,12 @@ def rel_err(ours, ref) -> float:
     return float(np.max(np.abs(ours - ref) / np.abs(ref)))
 
 
-def nchw(img: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> [1, 3, H, W] in [0, 1], as pyiqa's imread2tensor (to_tensor) gives it."""
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div(255)[None]
-
-
 @pytest.fixture(scope="module")
 def realsr() -> list[np.ndarray]:
     """Two RealSR outputs of the authors, in sorted order, and a 384x512 crop of the first
     (a non-square image: MUSIQ's padding masks, MANIQA's crop range)."""
     imgs = [read_rgb(p) for p in sorted(REALSR.glob("*.png"))[:2]]
     return imgs + [imgs[0][64:448]]
-
-
-def randomize_batchnorms(model: torch.nn.Module) -> None:
-    """Trained-looking BatchNorm statistics (the default ones are the identity, and CLIP's init
-    zeroes each bottleneck's last BN, which would leave its branch untested)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-
-
-def write_clip_rn50(path) -> None:
-    """A random CLIP RN50 as OpenAI ships it: a traced TorchScript archive with float16 weights."""
-    clip_model = arch("clip_model")
-    torch.manual_seed(0)
-    model = clip_model.CLIP(1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12).eval()
-    randomize_batchnorms(model)
-    with torch.no_grad():
-        model.visual.attnpool.positional_embedding.normal_(0, 0.02)
-        model.logit_scale.fill_(np.log(100.0))  # the trained value (CLIP clamps it at 100)
-        traced = torch.jit.trace(model, (torch.rand(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)),
-                                 check_trace=False)
-    traced.half().save(str(path))
 
 
 def test_clip_prompt_tokens_are_clip_tokenize():
@@ -79,11 +58,9 @@ def test_clip_prompt_tokens_are_clip_tokenize():
 
 
 def test_clipiqa_matches_pyiqa(realsr, tmp_path):
-    clip_model, clipiqa_arch = arch("clip_model"), arch("clipiqa_arch")
     path = tmp_path / "RN50.pt"
     write_clip_rn50(path)
-    with mock.patch.object(clip_model, "_download", lambda url, root: str(path)):
-        ref = clipiqa_arch.CLIPIQA().eval()
+    ref = clipiqa_reference(path)
     imgs = realsr[:2]  # one size: one compilation (CLIP has no size-dependent step here)
     with torch.no_grad():
         want = [float(ref(nchw(img))) for img in imgs]
@@ -99,25 +76,11 @@ def test_missing_nr_weights_name_file_and_origin(tmp_path):
         clipiqa.clipiqa_params(tmp_path)
 
 
-def randomize_norms(model: torch.nn.Module) -> None:
-    """GroupNorm/LayerNorm affine parameters away from their identity initialisation."""
-    for m in model.modules():
-        if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-
-
 def test_musiq_matches_pyiqa(realsr, tmp_path):
-    musiq_arch = arch("musiq_arch")
     from pyiqa.data.multiscale_trans_util import get_multiscale_patches
-    torch.manual_seed(0)
-    net = musiq_arch.MUSIQ(pretrained=False)
-    randomize_norms(net)
-    with torch.no_grad():
-        net.transformer_encoder.cls.normal_(0, 0.5)
     path = tmp_path / "musiq_koniq_ckpt-e95806b9.pth"
-    torch.save(net.state_dict(), path)
-    ref = musiq_arch.MUSIQ(pretrained="koniq10k", pretrained_model_path=str(path)).eval()
+    write_musiq(path)
+    ref = musiq_reference(path)
     with torch.no_grad():
         want = [float(ref(nchw(img))) for img in realsr]
     score = musiq.musiq_scorer(musiq.musiq_params(tmp_path))
@@ -133,25 +96,12 @@ def test_musiq_matches_pyiqa(realsr, tmp_path):
     assert np.abs(ours - theirs[:, :-3]).max() <= 1e-5
 
 
-def pyiqa_maniqa(path, **kwargs):
-    """pyiqa's MANIQA as `maniqa-pipal` builds it, its downloads intercepted: timm's ViT is created
-    without weights and the PIPAL file is `path`."""
-    maniqa_arch, arch_util = arch("maniqa_arch"), arch("arch_util")
-    create = maniqa_arch.timm.create_model
-    with mock.patch.object(maniqa_arch.timm, "create_model", lambda name, pretrained: create(name, pretrained=False)), \
-            mock.patch.object(arch_util, "load_file_from_url", lambda url: str(path)):
-        return maniqa_arch.MANIQA(train_dataset="pipal", **kwargs).eval()
-
-
 def test_maniqa_matches_pyiqa(realsr, tmp_path):
     """One crop per image instead of 20 (ViT-B/8 on the CPU; the score still pools 784
     positions); the crop sequence of 20 is checked in test_maniqa_crops_follow_pyiqa_seeding."""
     path = tmp_path / "MANIQA_PIPAL-ae6d356b.pth"
-    torch.manual_seed(0)
-    net = pyiqa_maniqa(path, pretrained=False)
-    randomize_norms(net)
-    torch.save(net.state_dict(), path)
-    ref = pyiqa_maniqa(path, test_sample=1)
+    write_maniqa(path)
+    ref = maniqa_reference(path, test_sample=1)
     imgs = [realsr[0], realsr[2]]
     np.random.seed(maniqa.SEED)  # as pyiqa's InferenceModel seeds after building the metric
     with torch.no_grad():
@@ -189,8 +139,7 @@ def test_convert_metrics_and_evaluate_from_either(tmp_path, monkeypatch, capsys)
     from osediff_jax.files.images import write_png
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w").mkdir()
-    torch.manual_seed(1)
-    torch.save(arch("musiq_arch").MUSIQ(pretrained=False).state_dict(), tmp_path / "w" / musiq.WEIGHTS_FILE)
+    write_musiq(tmp_path / "w" / musiq.WEIGHTS_FILE)
     for d in ("pred", "gt"):
         (tmp_path / d).mkdir()
     rng = np.random.default_rng(0)
