@@ -195,5 +195,5 @@ def describe() -> str:
         kind = "image set against the GT set" if m.set_score else "per image, " + (
             "against the GT" if m.needs_gt else "no reference")
         files = f"weights: {', '.join(m.weight_files)}" if m.weight_files else "no weight files"
-        lines.append(f"  {m.name:<6} {kind}; {files}")
+        lines.append(f"  {m.name:<7} {kind}; {files}")
     return "\n".join(lines)
