@@ -8,7 +8,7 @@ import re
 # Module-list names whose index diffusers/transformers join with "." (`resnets.0`); other names
 # ending in _N are plain names (`linear_1`) and stay as they are when mapping back.
 LIST_NAMES = ("down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "upsamplers",
-              "transformer_blocks", "to_out", "net", "layers")
+              "transformer_blocks", "to_out", "net", "layers", "blocks", "layer")  # the last two: RAM's Swin and BERT
 _LIST_RE = re.compile(rf"^({'|'.join(LIST_NAMES)})_(\d+)$")
 
 

@@ -139,7 +139,8 @@ def _safetensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def _torch_bin(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """The tensors of a `torch.save`d state dict (.bin, .pth, .pt); other entries are skipped."""
+    """The tensors of a `torch.save`d state dict (.bin, .pth, .pt), or of the one in its 'model'
+    entry; other entries are skipped."""
     try:
         import torch
     except ImportError:
@@ -151,6 +152,8 @@ def _torch_bin(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
+    if isinstance(state.get("model"), dict):  # a training checkpoint: {'model': state dict, ...} (RAM's)
+        state = state["model"]
     for key in list(state):
         t = state.pop(key)
         if not isinstance(t, torch.Tensor):

@@ -1,0 +1,56 @@
+"""Prompts from images on the device: RAM/DAPE tags -> CLIP ids -> prompt embeddings, one jittable
+function (the authors' `test_osediff.py` tags the upsampled LQ with DAPE; `train_osediff.py` tags
+the GT crop with RAM).
+
+    prompt_fn = make_prompt_fn(RAM(), text_encoder, tag_table(tokenizer, tags), thresholds)
+    emb = jax.jit(prompt_fn)({"ram": ram_params, "text_encoder": te_params}, images)   # [B, 77, C]
+
+Preprocessing as the reference's `ToTensor -> Resize((384, 384)) -> Normalize(ImageNet)`: with the
+torch 2.0.1 / torchvision 0.15 the authors pinned, `Resize` on a tensor is bilinear without
+antialiasing, i.e. `F.interpolate(..., mode="bilinear", align_corners=False)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from osediff_jax.data.resize import interpolate
+from osediff_jax.models.ram import RAM
+from osediff_jax.models.tag_prompts import TagTable, prompt_ids
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def preprocess(images: jax.Array, size: int = 384) -> jax.Array:
+    """[B, H, W, 3] in [0, 1] -> [B, size, size, 3] resized (bilinear, no antialiasing) and normalised."""
+    x = interpolate(images.astype(jnp.float32), size=(size, size), mode="bilinear")
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def tag_logits(ram: RAM, params: Any, images: jax.Array) -> jax.Array:
+    """RAM logits [B, num_classes] of images in [0, 1] (any size)."""
+    return ram.apply({"params": params}, preprocess(images, ram.config.image_size))
+
+
+def tags(ram: RAM, params: Any, images: jax.Array, thresholds: np.ndarray) -> jax.Array:
+    """bool [B, num_classes]: sigmoid(logit) > the tag's threshold, as the authors' `generate_tag`."""
+    return jax.nn.sigmoid(tag_logits(ram, params, images)) > jnp.asarray(thresholds)
+
+
+def make_prompt_fn(ram: RAM, text_encoder: nn.Module, table: TagTable, thresholds: np.ndarray,
+                   suffix: np.ndarray | None = None) -> Callable[[Any, jax.Array], jax.Array]:
+    """prompt_fn(params, images) -> prompt embeddings [B, 77, C] of the images' tags; params =
+    {"ram": ..., "text_encoder": ...}. suffix None: the training prompt ", ".join(tags); else
+    (`tag_prompts.user_suffix`) the inference prompt f"{tags}, {user},"."""
+
+    def prompt_fn(params: Any, images: jax.Array) -> jax.Array:
+        present = tags(ram, params["ram"], images, thresholds)
+        return text_encoder.apply({"params": params["text_encoder"]}, prompt_ids(table, present, suffix))
+
+    return prompt_fn

@@ -1,0 +1,168 @@
+"""RAM's tagging path against PyTorch on the same random weights saved in the authors' key format:
+the Swin image encoder against timm's (loaded through timm's `checkpoint_filter_fn`), the whole
+logits against timm's Swin + a tagging head assembled from transformers' BERT layers, and DAPE's LoRA
+merge against loralib's own merge. float32; a small RAM-shaped configuration (shifted windows in the
+first stages, a last stage as large as its window, as Swin-L at 384 has)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import loralib
+import numpy as np
+import pytest
+import torch
+
+from osediff_jax.inference import tagger
+from osediff_jax.models.ram import RAM, RAMConfig, SwinEncoder
+from osediff_jax.weights.ram_format import merge_dape, ram_params, read_dape, read_ram, tagging_tensors
+from osediff_jax.weights.torch_format import CheckpointError
+from tests.references import ram as ref
+
+pytestmark = pytest.mark.reference
+
+SMALL = RAMConfig(image_size=96, embed_dim=16, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=6, num_classes=37,
+                  embed_width=24, head_layers=2, head_hidden=32, head_heads=4, head_intermediate=64)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """(path of a RAM-format checkpoint {'model': state dict}, the state dict)."""
+    sd = ref.random_state_dict(SMALL)
+    path = tmp_path_factory.mktemp("ram") / "ram_small.pth"
+    torch.save({"model": sd, "epoch": 3}, path)
+    return path, sd
+
+
+def _params(cfg, tensors):
+    shapes = jax.eval_shape(RAM(cfg).init, jax.random.key(0), jnp.zeros((1, cfg.image_size, cfg.image_size, 3)))
+    return ram_params(tensors, shapes["params"], "test")
+
+
+def _images(cfg, n=2, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def test_swin_encoder_matches_timm(checkpoint):
+    path, sd = checkpoint
+    params = _params(SMALL, read_ram(path))
+    x = _images(SMALL)
+    ours = np.asarray(jax.jit(SwinEncoder(SMALL).apply)({"params": params["visual_encoder"]}, x))
+    with torch.no_grad():
+        tokens = ref.timm_swin_encoder(SMALL, sd).forward_features(torch.from_numpy(x).permute(0, 3, 1, 2)).flatten(1, 2)
+    want = torch.cat([tokens.mean(1, keepdim=True), tokens], 1).numpy()
+    assert ours.shape == want.shape == (2, 1 + 6 * 6, SMALL.vision_width)
+    assert _rel(ours, want) < 1e-5
+
+
+def test_logits_match_reference(checkpoint):
+    path, sd = checkpoint
+    params = _params(SMALL, read_ram(path))
+    x = _images(SMALL, 3, seed=1)
+    ours = np.asarray(jax.jit(RAM(SMALL).apply)({"params": params}, x))
+    with torch.no_grad():
+        want = ref.RAMTagger(SMALL, sd)(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert ours.shape == want.shape == (3, SMALL.num_classes)
+    assert _rel(ours, want) < 1e-4
+    # Tag decisions at a threshold away from every logit agree.
+    t = np.median(want)
+    far = np.abs(want - t) > 1e-3 * np.abs(want).max()
+    np.testing.assert_array_equal((ours > t)[far], (want > t)[far])
+
+
+def test_swin_l_encoder_once():
+    """The real Swin-L shape at 384 (window 12, 18-block stage), a single image."""
+    cfg = dataclasses.replace(RAMConfig(), num_classes=5)
+    sd = ref.random_state_dict(cfg, seed=2)
+    params = _params(cfg, tagging_tensors(ref.to_numpy(sd).items()))
+    x = _images(cfg, 1, seed=2)
+    ours = np.asarray(jax.jit(SwinEncoder(cfg).apply)({"params": params["visual_encoder"]}, x))
+    with torch.no_grad():
+        tokens = ref.timm_swin_encoder(cfg, sd).forward_features(torch.from_numpy(x).permute(0, 3, 1, 2)).flatten(1, 2)
+    assert ours.shape == (1, 145, 1536)
+    assert _rel(ours[:, 1:], tokens.numpy()) < 1e-4
+
+
+def _lora_modules(seed=0):
+    torch.manual_seed(seed)
+    qkv = loralib.MergedLinear(16, 48, r=8, lora_alpha=1, enable_lora=[True, False, True])
+    query = loralib.Linear(24, 32, r=8, lora_alpha=1)
+    for m in (qkv, query):  # non-zero B, as a trained DAPE has it
+        torch.nn.init.normal_(m.lora_A)
+        torch.nn.init.normal_(m.lora_B)
+    return {"visual_encoder.layers.0.blocks.0.attn.qkv": qkv, "tagging_head.encoder.layer.0.crossattention.self.query": query}
+
+
+def test_dape_merge_matches_loralib(tmp_path):
+    modules = _lora_modules()
+    ram = {f"{name}.weight": m.weight.detach().numpy().copy() for name, m in modules.items()}
+    dape = {f"{name}.{k}": getattr(m, k).detach().numpy() for name, m in modules.items() for k in ("lora_A", "lora_B")}
+    torch.save({k: torch.from_numpy(v) for k, v in dape.items()}, tmp_path / "DAPE.pth")
+    merged = merge_dape(ram, read_dape(tmp_path / "DAPE.pth"))
+    for name, m in modules.items():
+        m.eval()  # loralib merges the adapter into the weight here
+        want = m.weight.detach().numpy()
+        assert np.abs(want - ram[f"{name}.weight"]).max() > 1e-3  # the merge changed something
+        np.testing.assert_allclose(merged[f"{name}.weight"], want, rtol=0, atol=1e-6)
+
+
+def test_bad_files(tmp_path, checkpoint):
+    torch.save({"something": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="other.pth: no RAM tagging weights"):
+        read_ram(tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not a DAPE LoRA file.*'something'"):
+        read_dape(tmp_path / "other.pth")
+    path, sd = checkpoint
+    tensors = read_ram(path)
+    del tensors["fc.bias"]
+    with pytest.raises(CheckpointError, match="fc.bias"):
+        _params(SMALL, tensors)
+
+
+def test_preprocess_matches_torchvision():
+    """The reference's `Resize((384, 384))` on a tensor, as torchvision 0.15 ran it (no antialiasing)."""
+    from torchvision import transforms
+
+    x = np.random.default_rng(3).random((2, 200, 130, 3), np.float32)
+    t = transforms.Compose([transforms.Resize((384, 384), antialias=False),
+                            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    want = t(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(np.asarray(tagger.preprocess(x)), want, rtol=0, atol=1e-5)
+
+
+def test_prompt_fn_equals_step_by_step(checkpoint, tmp_path_factory):
+    """tags -> ids -> CLIP in one jitted function equals tagging, joining the tag strings,
+    CLIPTokenizer and the text encoder one after the other (SD-2's real tokenizer; a small random
+    text encoder with CLIP's vocabulary)."""
+    from osediff_jax.models.tag_prompts import tag_table, user_suffix
+    from osediff_jax.models.text_encoder import CLIPTextModel
+    from osediff_jax.models.tokenizer import load_tokenizer, tokenize
+    from tests.references import SHARED
+    from tests.references.clip_tokenizer import write_clip_tokenizer_folder
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    write_clip_tokenizer_folder(folder, SHARED / "reference" / "sd21-base" / "tokenizer")
+    tokenizer = load_tokenizer(folder)
+    names = [f"tag {i}" if i % 3 else f"thing-{i})" for i in range(SMALL.num_classes)]
+    path, _ = checkpoint
+    ram_p = _params(SMALL, read_ram(path))
+    te = CLIPTextModel(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    te_p = te.init(jax.random.key(1), jnp.zeros((1, 77), jnp.int32))["params"]
+    x = np.random.default_rng(4).random((3, 64, 48, 3), np.float32)
+    logits = np.asarray(jax.jit(lambda p, i: tagger.tag_logits(RAM(SMALL), p, i))(ram_p, x))
+    thresholds = np.sort(1 / (1 + np.exp(-logits[0])))[len(names) // 2] + np.zeros(len(names), np.float32)
+    present = 1 / (1 + np.exp(-logits)) > thresholds
+    assert present.any(axis=1).all() and not present.all()
+    for suffix_text in (None, "a photo"):
+        suffix = None if suffix_text is None else user_suffix(tokenizer, suffix_text)
+        fn = jax.jit(tagger.make_prompt_fn(RAM(SMALL), te, tag_table(tokenizer, names), thresholds, suffix))
+        ours = np.asarray(fn({"ram": ram_p, "text_encoder": te_p}, x))
+        joined = [", ".join(n for n, on in zip(names, row) if on) for row in present]
+        if suffix_text is not None:
+            joined = [f"{j}, {suffix_text}," for j in joined]
+        want = np.asarray(te.apply({"params": te_p}, tokenize(tokenizer, joined)))
+        np.testing.assert_allclose(ours, want, rtol=0, atol=1e-4 * np.abs(want).max())
