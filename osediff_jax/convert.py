@@ -7,13 +7,17 @@
   python -m osediff_jax.convert merge --sd-path SD --osediff OSEDIFF_DIR_OR_PKL --dst MERGED_DIR
   python -m osediff_jax.convert random --dst DIR
   python -m osediff_jax.convert metrics --src WEIGHTS_DIR --dst METRIC_CKPT
+  python -m osediff_jax.convert ram --src ram_swin_large_14m.pth --dst RAM_DIR
+  python -m osediff_jax.convert dape --ram ram_swin_large_14m.pth --src DAPE.pth --dst DAPE_DIR
 
 SD is a diffusers SD-2.1-base folder or its converted checkpoint. `merge` writes an inference
 checkpoint (LoRA folded into the UNet and VAE) that `osediff_jax.weights.bundle.load` and
 `upscale --checkpoint` read. `metrics` turns a folder of the evaluation metrics' weight files
 (`evaluate --help` lists them; needs PyTorch) into one Orbax checkpoint that `evaluate --weights`
-reads without PyTorch; it converts every metric whose files are all present. `random` writes a small random SD-shaped model and OSEDiff weights
-(DIR/sd, DIR/osediff, DIR/merged) for trying the commands without the real weights. Reading or
+reads without PyTorch; it converts every metric whose files are all present. `ram` and `dape`
+convert the tagger that writes the prompts (RAM; DAPE = RAM with the authors' LoRA merged in).
+`random` writes a small random SD-shaped model and OSEDiff weights (DIR/sd, DIR/osediff,
+DIR/merged) for trying the commands without the real weights. Reading or
 writing osediff.pkl needs PyTorch (pip install 'osediff-jax[torch]'). Destinations must not exist
 (or be empty folders): nothing is ever overwritten; every output is written beside its final name
 and renamed when complete.
@@ -28,7 +32,7 @@ import time
 from osediff_jax.cli.common import EXIT_CODES, OK, USAGE, Interrupted, UsageError, check_writable_dir, error, \
     interrupts, user_path
 from osediff_jax.metrics.weights import MissingWeightsError
-from osediff_jax.weights import bundle, osediff_pkl, random_sd
+from osediff_jax.weights import bundle, osediff_pkl, ram_format, random_sd
 from osediff_jax.weights.torch_format import CheckpointError
 
 SD_HELP = "SD-2.1-base: a diffusers folder or our converted checkpoint (`convert sd`)"
@@ -54,6 +58,12 @@ COMMANDS = {
     "metrics": ("the metrics' weight files -> one Orbax checkpoint for `evaluate --weights`",
                 {"--src": "the folder of metric weight files (`python -m osediff_jax.evaluate --help` lists them)"},
                 "the new metric checkpoint folder", lambda a: _convert_metrics(a.src, a.dst)),
+    "ram": ("RAM's ram_swin_large_14m.pth -> our RAM checkpoint (the training prompts' tagger)",
+            {"--src": "RAM's checkpoint, ram_swin_large_14m.pth"}, "the new RAM checkpoint folder",
+            lambda a: ram_format.convert(a.src, a.dst)),
+    "dape": ("RAM + the authors' DAPE.pth LoRA -> our DAPE checkpoint (the inference prompts' tagger)",
+             {"--ram": "RAM's checkpoint, ram_swin_large_14m.pth", "--src": "the authors' DAPE.pth"},
+             "the new DAPE checkpoint folder", lambda a: ram_format.convert(a.ram, a.dst, dape=a.src)),
     "random": ("a small random SD-shaped model and OSEDiff weights, to try the commands", {},
                "the new folder: gets sd/, osediff/ and merged/", lambda a: random_sd.write_random_models(a.dst)),
 }

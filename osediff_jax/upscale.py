@@ -6,8 +6,8 @@
 Each image is upsampled by --scale with PIL bicubic (as the authors' release does on the 8-bit
 image; 16-bit images are upsampled in float), run through the network and written as
 OUT/<stem>.png: 8 or 16 bits as the input, grayscale stays grayscale, alpha is upsampled on its own
-and kept. The prompt is --prompt as given: the authors prepend tags from their DAPE tagger
-("{tags}, {prompt},"), which is not part of this package.
+and kept. With a tagger (--dape, as the authors run it, or --ram) each image's prompt is
+"{tags}, {prompt}," with the tags of its upsampled LQ; without one, --prompt as given.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tqdm import tqdm
 from osediff_jax.cli.common import (EXIT_CODES, OK, SOME_FAILED, USAGE, Interrupted, UsageError, check_writable_dir,
                                     error, interrupts, user_path)
 from osediff_jax.files import images
+from osediff_jax.files.atomic import write_bytes
 from osediff_jax.inference import color_fix
 from osediff_jax.inference.pipeline import UpscaleError, load_upscaler, upscale_image
 from osediff_jax.weights.torch_format import CheckpointError
@@ -59,8 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=images.MAX_PIXELS, metavar="N",
                    help=f"refuse inputs of more than N pixels, checked from the file header before decoding "
                    f"(default {images.MAX_PIXELS:,}, Pillow's limit)")
-    p.add_argument("--prompt", default="", help="text prompt, used as given (default: empty). The authors "
-                   "prepend DAPE tags of the image; that tagger is not included here")
+    p.add_argument("--prompt", default="", help="text prompt (default: empty); with a tagger it follows the "
+                   "image's tags: \"{tags}, {prompt},\"")
+    tag = p.add_argument_group("tagger: the prompt from the image, as the authors' DAPE writes it")
+    tag.add_argument("--tagger", choices=("dape", "ram", "none"),
+                     help="default: dape when --dape is given, else none")
+    tag.add_argument("--dape", type=user_path, help="DAPE: a folder from `convert dape`, or the authors' DAPE.pth "
+                     "(LoRA only: then --ram too)")
+    tag.add_argument("--ram", type=user_path, help="RAM: ram_swin_large_14m.pth or a folder from `convert ram`")
+    tag.add_argument("--verbose", action="store_true", help="print each image's prompt")
+    tag.add_argument("--save-prompts", action="store_true", help="write each image's prompt to OUT/<stem>.txt")
     p.add_argument("--scale", type=int, default=4, help="upscaling factor, a positive integer (default 4; "
                    "1 for the face model)")
     p.add_argument("--color-fix", choices=color_fix.METHODS, default="adain", help="default: adain")
@@ -88,7 +97,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--scale must be a positive integer, got {args.scale}")
     if args.tile < 1 or not 0 <= args.tile_overlap < args.tile:
         p.error(f"expected --tile >= 1 and 0 <= --tile-overlap < --tile, got {args.tile} and {args.tile_overlap}")
+    args.tagger = args.tagger or ("dape" if args.dape else "none")
+    if args.tagger == "dape" and (not args.dape or (args.dape.is_file() and not args.ram)):
+        p.error("--tagger dape needs --dape (a `convert dape` folder, or DAPE.pth with --ram)")
+    if args.tagger == "ram" and not args.ram:
+        p.error("--tagger ram needs --ram")
     return args
+
+
+def _tagger(args: argparse.Namespace) -> tuple[Path, Path | None] | None:
+    """(checkpoint, DAPE LoRA file to merge into it) for load_upscaler."""
+    if args.tagger == "dape":
+        return (args.ram, args.dape) if args.dape.is_file() else (args.dape, None)
+    return (args.ram, None) if args.tagger == "ram" else None
 
 
 def _summary(written: int, total: int, out: Path, kept: list[Path], failed: list[str]) -> None:
@@ -123,7 +144,8 @@ def _run(args: argparse.Namespace, check: Callable[[], None]) -> int:
         if args.max_pixels > Image.MAX_IMAGE_PIXELS:  # the user's explicit choice, for this process
             Image.MAX_IMAGE_PIXELS = args.max_pixels
         net = load_upscaler(checkpoint=args.checkpoint, sd_path=args.sd_path, osediff=args.osediff_ckpt, prompt=args.prompt, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
-                            color_fix=args.color_fix, tile=args.tile, tile_overlap=args.tile_overlap)
+                            color_fix=args.color_fix, tile=args.tile, tile_overlap=args.tile_overlap,
+                            tagger=_tagger(args))
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         error(str(e))
         return USAGE
@@ -144,8 +166,12 @@ def _run(args: argparse.Namespace, check: Callable[[], None]) -> int:
                     raise UpscaleError(f"its output {dst} is already written from {written[dst]}")
                 decoded = images.decode(path, args.max_pixels)
                 key = None if args.posterior == "mean" else jax.random.fold_in(seed_key, i)
-                rgb, alpha = upscale_image(net, decoded, args.scale, key)
+                rgb, alpha, prompt = upscale_image(net, decoded, args.scale, key)
                 images.write_png(dst, rgb, alpha, gray=decoded.gray)
+                if args.save_prompts:
+                    write_bytes(dst.with_suffix(".txt"), prompt.encode())
+                if args.verbose:
+                    tqdm.write(f"{path.name}: {prompt}")
             except images.ImageReadError as e:  # names the file
                 failed.append(str(e))
             except UpscaleError as e:

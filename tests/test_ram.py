@@ -15,7 +15,8 @@ import torch
 
 from osediff_jax.inference import tagger
 from osediff_jax.models.ram import RAM, RAMConfig, SwinEncoder
-from osediff_jax.weights.ram_format import merge_dape, ram_params, read_dape, read_ram, tagging_tensors
+from osediff_jax.weights.ram_format import (convert, infer_config, load, merge_dape, ram_params, read_dape, read_ram,
+                                            tagging_tensors)
 from osediff_jax.weights.torch_format import CheckpointError
 from tests.references import ram as ref
 
@@ -166,3 +167,80 @@ def test_prompt_fn_equals_step_by_step(checkpoint, tmp_path_factory):
             joined = [f"{j}, {suffix_text}," for j in joined]
         want = np.asarray(te.apply({"params": te_p}, tokenize(tokenizer, joined)))
         np.testing.assert_allclose(ours, want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+
+def test_infer_config_and_convert_round_trip(checkpoint, tmp_path):
+    """The architecture read back from the tensors' shapes (the real file is Swin-L; tests use a small
+    model in the same format), and `convert` -> `load` gives the parameters read from the .pth."""
+    path, _ = checkpoint
+    small = dataclasses.replace(SMALL, image_size=384)  # the input size is not in the shapes: RAM's 384
+    assert infer_config(read_ram(path), "x") == small
+    assert infer_config(tagging_tensors(ref.to_numpy(ref.random_state_dict(RAMConfig(num_classes=5))).items()),
+                        "x") == RAMConfig(num_classes=5)
+    convert(path, tmp_path / "ram")
+    module, params = load(tmp_path / "ram")
+    assert module.config == small
+    direct = _params(SMALL, read_ram(path))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, direct)
+
+
+def _random_dape(cfg: RAMConfig, seed: int = 5) -> dict[str, torch.Tensor]:
+    """A DAPE.pth in the authors' format: loralib tensors on every Swin qkv and head query/key."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for i, (depth, dim) in enumerate(zip(cfg.depths, (cfg.embed_dim * 2**i for i in range(len(cfg.depths))))):
+        for j in range(depth):
+            key = f"visual_encoder.layers.{i}.blocks.{j}.attn.qkv"
+            out[f"{key}.lora_A"], out[f"{key}.lora_B"] = torch.randn(16, dim, generator=g), torch.randn(2 * dim, 8, generator=g)
+    for layer in range(cfg.head_layers):
+        for name, inp in (("query", cfg.head_hidden), ("key", cfg.embed_width)):
+            key = f"tagging_head.encoder.layer.{layer}.crossattention.self.{name}"
+            out[f"{key}.lora_A"], out[f"{key}.lora_B"] = torch.randn(8, inp, generator=g), torch.randn(cfg.head_hidden, 8, generator=g)
+    return out
+
+
+def test_upscale_with_dape(tmp_path):
+    """`convert dape` and `upscale --dape` as a user runs them, on the random SD model of `convert
+    random` and a small random RAM with RAM's 4585 classes and DAPE LoRA, both in the authors' files."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    cfg = dataclasses.replace(SMALL, num_classes=4585)
+    torch.save({"model": ref.random_state_dict(cfg, seed=6)}, tmp_path / "ram_swin_large_14m.pth")
+    torch.save(_random_dape(cfg), tmp_path / "DAPE.pth")
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"{name}.png")
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+    assert run("osediff_jax.convert", "random", "--dst", "models").returncode == 0
+    r = run("osediff_jax.convert", "dape", "--ram", "ram_swin_large_14m.pth", "--src", "DAPE.pth", "--dst", "dape")
+    assert r.returncode == 0, r.stderr
+    upscale = ("osediff_jax.upscale", "--checkpoint", "models/merged", "--input", "photos", "--scale", "2")
+    r = run(*upscale, "--output", "out", "--dape", "dape", "--prompt", "a photo", "--verbose", "--save-prompts")
+    assert r.returncode == 0, r.stderr
+    printed = dict(line.split(": ", 1) for line in r.stdout.splitlines() if line.startswith(("a.png", "b.png")))
+    assert set(printed) == {"a.png", "b.png"}
+    for name, prompt in printed.items():
+        assert prompt.endswith(", a photo,") and len(prompt) > len(", a photo,")  # some tags, then the user's prompt
+        assert (tmp_path / "out" / name).with_suffix(".txt").read_text() == prompt
+    # The raw files work too (merged on the fly), and give the same prompts.
+    r = run(*upscale, "--output", "out2", "--dape", "DAPE.pth", "--ram", "ram_swin_large_14m.pth", "--prompt", "a photo",
+            "--save-prompts")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out2" / "a.txt").read_text() == printed["a.png"]
+    # A missing or wrong checkpoint: one line, exit 2, before any image.
+    for bad, what in (("nowhere", "nowhere"), ("models/merged", "neither a RAM .pth file nor a converted")):
+        r = run(*upscale, "--output", "out3", "--dape", bad)
+        assert r.returncode == 2 and what in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run(*upscale, "--output", "out3", "--tagger", "dape")
+    assert r.returncode == 2 and "--tagger dape needs --dape" in r.stderr
+    assert not (tmp_path / "out3").exists() or not any((tmp_path / "out3").iterdir())

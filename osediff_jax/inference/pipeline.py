@@ -13,10 +13,11 @@ import numpy as np
 
 from osediff_jax.files import images
 from osediff_jax.inference.sr import encode_prompt
+from osediff_jax.inference.tagger import make_prompt_fn
 from osediff_jax.inference.tiling import make_upscale_fn
 from osediff_jax.inference.upsample import upsample
-from osediff_jax.models import tokenizer
-from osediff_jax.weights import bundle, osediff_pkl
+from osediff_jax.models import tag_prompts, tokenizer
+from osediff_jax.weights import bundle, osediff_pkl, ram_format
 from osediff_jax.weights.torch_format import CheckpointError
 
 # ITU-R 601 luma, PIL's convert("L"): the network's RGB output becomes gray with the weights that
@@ -34,14 +35,24 @@ class Upscaler:
 
     fn: Callable[..., jax.Array]
     params: dict[str, Any]
-    prompt_embeds: jax.Array
+    prompt_embeds: jax.Array  # the user's prompt alone, used without a tagger
+    prompt: str = ""
+    # With a tagger: jitted (params, lq) -> (embeddings, tags) of the upsampled LQ, its params, the tag names.
+    prompt_fn: Callable[..., tuple[jax.Array, jax.Array]] | None = None
+    prompt_params: Any = None
+    tag_names: list[str] | None = None
 
 
 def load_upscaler(*, checkpoint: str | os.PathLike | None = None, sd_path: str | os.PathLike | None = None,
                   osediff: str | os.PathLike | None = None, prompt: str = "", dtype: Any = jnp.float32,
-                  color_fix: str = "adain", tile: int = 96, tile_overlap: int = 32) -> Upscaler:
+                  color_fix: str = "adain", tile: int = 96, tile_overlap: int = 32,
+                  tagger: tuple[str | os.PathLike, str | os.PathLike | None] | None = None) -> Upscaler:
     """From a merged bundle (`checkpoint`), or from SD-2.1 (`sd_path`: diffusers folder or bundle)
-    plus the OSEDiff weights (`osediff`: osediff.pkl or our converted folder), merged here."""
+    plus the OSEDiff weights (`osediff`: osediff.pkl or our converted folder), merged here.
+
+    `tagger` = (RAM/DAPE checkpoint or RAM .pth, DAPE.pth to merge into that .pth or None): each
+    image's prompt is then f"{tags}, {prompt}," with the tags of its upsampled LQ, as the authors'
+    `test_osediff.py` writes it; without one, `prompt` as given."""
     if checkpoint is not None:
         model = bundle.load(checkpoint, dtype=dtype)
         if "osediff" not in model.configs:
@@ -56,18 +67,34 @@ def load_upscaler(*, checkpoint: str | os.PathLike | None = None, sd_path: str |
         w = osediff_pkl.load(osediff, model.params["unet"], model.params["vae"])
         # Jitted: one compiled program instead of thousands of small eager ops.
         params = dict(zip(("unet", "vae"), jax.jit(w.merge)(model.params["unet"], model.params["vae"])))
-    ids = tokenizer.tokenize(tokenizer.load_tokenizer(model.tokenizer_dir), [prompt])
-    embeds = jax.jit(encode_prompt, static_argnums=0)(model.modules["text_encoder"], model.params["text_encoder"], ids)
+    tok = tokenizer.load_tokenizer(model.tokenizer_dir)
+    embeds = jax.jit(encode_prompt, static_argnums=0)(model.modules["text_encoder"], model.params["text_encoder"],
+                                                      tokenizer.tokenize(tok, [prompt]))
     fn = make_upscale_fn(model.modules["unet"], model.modules["vae"], model.alphas_cumprod,
                          color_fix=color_fix, latent_tile=tile, latent_overlap=tile_overlap)
-    return Upscaler(jax.jit(fn), params, embeds)
+    net = Upscaler(jax.jit(fn), params, embeds, prompt)
+    if tagger is not None:
+        ram, ram_params = ram_format.load(*tagger, dtype=dtype)
+        names, thresholds = tag_prompts.load_tag_list()
+        if ram.config.num_classes != len(names):
+            raise CheckpointError(f"{tagger[0]}: the tagger has {ram.config.num_classes} classes; RAM's tag list has {len(names)}")
+        prompt_fn = make_prompt_fn(ram, model.modules["text_encoder"], tag_prompts.tag_table(tok, names), thresholds,
+                                   tag_prompts.user_suffix(tok, prompt), return_tags=True)
+        net = dataclasses.replace(net, prompt_fn=jax.jit(prompt_fn), tag_names=names,
+                                  prompt_params={"ram": ram_params, "text_encoder": model.params["text_encoder"]})
+    return net
 
 
 def upscale_image(net: Upscaler, decoded: images.Decoded, scale: int, key: jax.Array | None = None
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(rgb, alpha) of the output, in the input's bit depth; gray inputs give gray (equal) channels."""
-    lq = upsample(decoded.rgb, scale)
-    sr = np.asarray(net.fn(net.params, jnp.asarray(lq[None]), net.prompt_embeds, key)[0], np.float32)
+                  ) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(rgb, alpha, prompt) of the output, in the input's bit depth; gray inputs give gray (equal)
+    channels; the prompt the image was upscaled with."""
+    lq = jnp.asarray(upsample(decoded.rgb, scale)[None])
+    embeds, prompt = net.prompt_embeds, net.prompt
+    if net.prompt_fn is not None:
+        embeds, present = net.prompt_fn(net.prompt_params, lq)
+        prompt = tag_prompts.prompt_text(net.tag_names, np.asarray(present[0]), net.prompt)
+    sr = np.asarray(net.fn(net.params, lq, embeds, key)[0], np.float32)
     if not np.isfinite(sr).all():
         h, w = sr.shape[:2]
         why = ("the adain colour fix needs at least 2 pixels: use --color-fix none" if h * w == 1
@@ -78,4 +105,4 @@ def upscale_image(net: Upscaler, decoded: images.Decoded, scale: int, key: jax.A
     alpha = None
     if decoded.alpha is not None:
         alpha = images.from_float(upsample(decoded.alpha[..., None], scale)[..., 0], decoded.bits)
-    return images.from_float(sr, decoded.bits), alpha
+    return images.from_float(sr, decoded.bits), alpha, prompt

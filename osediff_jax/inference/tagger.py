@@ -44,13 +44,15 @@ def tags(ram: RAM, params: Any, images: jax.Array, thresholds: np.ndarray) -> ja
 
 
 def make_prompt_fn(ram: RAM, text_encoder: nn.Module, table: TagTable, thresholds: np.ndarray,
-                   suffix: np.ndarray | None = None) -> Callable[[Any, jax.Array], jax.Array]:
-    """prompt_fn(params, images) -> prompt embeddings [B, 77, C] of the images' tags; params =
-    {"ram": ..., "text_encoder": ...}. suffix None: the training prompt ", ".join(tags); else
-    (`tag_prompts.user_suffix`) the inference prompt f"{tags}, {user},"."""
+                   suffix: np.ndarray | None = None, *, return_tags: bool = False) -> Callable[[Any, jax.Array], Any]:
+    """prompt_fn(params, images) -> prompt embeddings [B, 77, C] of the images' tags (and the bool
+    tags [B, N] with return_tags, to show the prompts); params = {"ram": ..., "text_encoder": ...}.
+    suffix None: the training prompt ", ".join(tags); else (`tag_prompts.user_suffix`) the inference
+    prompt f"{tags}, {user},"."""
 
-    def prompt_fn(params: Any, images: jax.Array) -> jax.Array:
+    def prompt_fn(params: Any, images: jax.Array) -> Any:
         present = tags(ram, params["ram"], images, thresholds)
-        return text_encoder.apply({"params": params["text_encoder"]}, prompt_ids(table, present, suffix))
+        emb = text_encoder.apply({"params": params["text_encoder"]}, prompt_ids(table, present, suffix))
+        return (emb, present) if return_tags else emb
 
     return prompt_fn

@@ -74,6 +74,13 @@ def user_suffix(tokenizer: CLIPTokenizer, user_prompt: str) -> np.ndarray:
     return np.asarray(tokenizer(f"{user_prompt},", add_special_tokens=False).input_ids, np.int32)
 
 
+def prompt_text(tags: Sequence[str], present: np.ndarray, user_prompt: str | None = None) -> str:
+    """The prompt string of one image's tag decisions (bool [N]): ", ".join(tags), or with
+    `user_prompt` the inference format f"{tags}, {user},"."""
+    joined = ", ".join(t for t, on in zip(tags, present) if on)
+    return joined if user_prompt is None else f"{joined}, {user_prompt},"
+
+
 def prompt_ids(table: TagTable, present: jax.Array, suffix: np.ndarray | None = None) -> jax.Array:
     """int32 [B, 77] ids of the prompts of `present` (bool [B, N]), jittable.
 

@@ -10,19 +10,27 @@ alpha=1): on each Swin `qkv`, a `MergedLinear` with q and v adapted (`lora_A` [2
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from osediff_jax.files.atomic import atomic_dir
 from osediff_jax.models.names import path_to_torch_key
+from osediff_jax.models.ram import RAM, RAMConfig
+from osediff_jax.weights import bundle
 from osediff_jax.weights.torch_format import CheckpointError, read_tensors, torch_key, torch_to_flax
 
 TAGGING_PREFIXES = ("visual_encoder.", "image_proj.", "label_embed", "wordvec_proj.", "tagging_head.", "fc.")
 DAPE_RANK, DAPE_ALPHA = 8, 1
 _BUFFERS = ("relative_position_index", "attn_mask")  # recomputed by the model, as the authors' loader drops them
 _NAMED_LEAVES = ("relative_position_bias_table", "label_embed")
+META = "ram.json"
 
 
 def key_of(path: tuple[str, ...]) -> str:
@@ -95,3 +103,67 @@ def merge_dape(ram: dict[str, np.ndarray], dape: dict[str, np.ndarray], source: 
 def ram_params(tensors: dict[str, np.ndarray], shapes: Any, source: str, dtype: Any = np.float32) -> dict:
     """A RAM parameter tree with the structure of `shapes` from checkpoint tensors."""
     return torch_to_flax(tensors.items(), shapes, source, key_of=key_of, dtype=dtype)
+
+
+def param_shapes(config: RAMConfig) -> Any:
+    x = jax.ShapeDtypeStruct((1, config.image_size, config.image_size, 3), jnp.float32)
+    return jax.eval_shape(RAM(config).init, jax.random.key(0), x)["params"]
+
+
+def infer_config(tensors: dict[str, np.ndarray], source: str) -> RAMConfig:
+    """The architecture of RAM-format tensors, from their shapes (RAM's Swin-L for the real file; a
+    smaller random model in the same format works too). The input size and the head's number of
+    attention heads are not in the shapes: RAM's 384 and 4."""
+    def shape(key):
+        if key not in tensors:
+            raise CheckpointError(f"{source}: {key!r} missing")
+        return np.shape(tensors[key])
+
+    depths, heads = [], []
+    while f"visual_encoder.layers.{len(depths)}.blocks.0.norm1.weight" in tensors:
+        i = len(depths)
+        depths.append(1 + max(int(k.split(".")[4]) for k in tensors if k.startswith(f"visual_encoder.layers.{i}.blocks.")))
+        heads.append(shape(f"visual_encoder.layers.{i}.blocks.0.attn.relative_position_bias_table")[1])
+    if not depths:
+        raise CheckpointError(f"{source}: no Swin blocks ('visual_encoder.layers.0.blocks.0...')")
+    table = shape("visual_encoder.layers.0.blocks.0.attn.relative_position_bias_table")[0]
+    layers = 1 + max(int(k.split(".")[3]) for k in tensors if k.startswith("tagging_head.encoder.layer."))
+    return RAMConfig(embed_dim=shape("visual_encoder.patch_embed.proj.weight")[0],
+                     patch_size=shape("visual_encoder.patch_embed.proj.weight")[-1], depths=tuple(depths),
+                     num_heads=tuple(heads), window_size=(int(round(table**0.5)) + 1) // 2,
+                     mlp_ratio=shape("visual_encoder.layers.0.blocks.0.mlp.fc1.weight")[0]
+                     / shape("visual_encoder.layers.0.blocks.0.mlp.fc1.weight")[1],
+                     num_classes=shape("label_embed")[0], embed_width=shape("label_embed")[1], head_layers=layers,
+                     head_hidden=shape("wordvec_proj.weight")[0],
+                     head_intermediate=shape("tagging_head.encoder.layer.0.intermediate.dense.weight")[0])
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, dape: str | os.PathLike | None = None) -> None:
+    """RAM's checkpoint (`src`), with DAPE's LoRA (`dape`) merged in if given, -> our Orbax
+    checkpoint at `dst` (the parameters and `ram.json`: the architecture and whether it is DAPE)."""
+    module, params = load(src, dape)
+    with atomic_dir(dst) as tmp:
+        bundle.save_tree(tmp / "params", params)
+        (tmp / META).write_text(json.dumps({"config": dataclasses.asdict(module.config), "dape": dape is not None},
+                                           indent=1))
+
+
+def load(src: str | os.PathLike, dape: str | os.PathLike | None = None, dtype: Any = jnp.float32) -> tuple[RAM, Any]:
+    """(module, params) from our checkpoint (`convert`), or from a RAM .pth file with, if given,
+    DAPE's LoRA file merged in (both need PyTorch)."""
+    src = Path(src)
+    if src.is_file():
+        tensors = read_ram(src)
+        config = infer_config(tensors, str(src))
+        if dape is not None:
+            tensors = merge_dape(tensors, read_dape(dape), str(dape))
+        params = ram_params(tensors, param_shapes(config), str(src))
+    else:
+        if dape is not None:
+            raise ValueError(f"{src}: DAPE's LoRA is merged into a RAM .pth file, not into a converted checkpoint")
+        if not (src / META).is_file():
+            raise CheckpointError(f"{src}: neither a RAM .pth file nor a converted RAM/DAPE checkpoint ({META} missing)")
+        fields = json.loads((src / META).read_text())["config"]
+        config = RAMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        params = bundle.restore_tree(src / "params")
+    return RAM(config, dtype=dtype), params
