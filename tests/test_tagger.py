@@ -3,6 +3,8 @@
 on the host; and a stored prompt embedding. A small random SD model (`weights.random_sd`) and a small
 random RAM-shaped tagger (its parity with the PyTorch reference is `test_ram.py`'s)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +13,9 @@ import pytest
 from osediff_jax.inference import tagger
 from osediff_jax.inference.sr import encode_prompt, make_sr_fn
 from osediff_jax.models.ram import RAM, RAMConfig
-from osediff_jax.models.tag_prompts import tag_table, user_suffix
+from osediff_jax.models.tag_prompts import load_tag_list, tag_table, user_suffix
 from osediff_jax.models.tokenizer import load_tokenizer, tokenize
+from osediff_jax.training import prompts
 from osediff_jax.weights import bundle, random_sd
 
 CFG = RAMConfig(image_size=96, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=6, num_classes=40,
@@ -65,3 +68,22 @@ def test_stored_prompt_embedding(setup):
     np.testing.assert_array_equal(np.asarray(sr_fn({**base, "prompt_embeds": emb}, lq)), np.asarray(sr_fn(base, lq, emb)))
     with pytest.raises(ValueError, match="sr_fn needs prompt embeddings"):
         sr_fn(base, lq)
+
+
+def test_ram_training_prompts(setup):
+    """The training hook: RAM's tags of the GT crop ([-1, 1] in the step), ", ".join(tags), encoded."""
+    model, *_ = setup
+    te, te_params = model.modules["text_encoder"], model.params["text_encoder"]
+    ram = RAM(dataclasses.replace(CFG, num_classes=4585))
+    params = ram.init(jax.random.key(5), jnp.zeros((1, 96, 96, 3)))["params"]
+    params = {**params, "label_embed": jax.random.normal(jax.random.key(6), params["label_embed"].shape)}
+    gt = jax.random.uniform(jax.random.key(7), (2, 64, 64, 3), minval=-1.0, maxval=1.0)
+    emb = jax.jit(prompts.ram_prompt(ram, te, model.tokenizer_dir))(prompts.with_ram({}, params, te_params), gt)
+
+    names, thresholds = load_tag_list()
+    present = np.asarray(jax.nn.sigmoid(tagger.tag_logits(ram, params, gt * 0.5 + 0.5))) > thresholds
+    assert present.any(axis=1).all() and not present.all(axis=1).any()
+    joined = [", ".join(n for n, on in zip(names, row) if on) for row in present]
+    want = np.asarray(te.apply({"params": te_params}, tokenize(load_tokenizer(model.tokenizer_dir), joined)))
+    assert emb.shape == want.shape and emb.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(emb), want, rtol=0, atol=1e-5 * np.abs(want).max())
