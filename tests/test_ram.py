@@ -133,6 +133,15 @@ def test_preprocess_matches_torchvision():
                             transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
     want = t(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(np.asarray(tagger.preprocess(x)), want, rtol=0, atol=1e-5)
+    # The option: torchvision's antialiased tensor Resize (its default since 0.17).
+    t.transforms[0] = transforms.Resize((384, 384), antialias=True)
+    want = t(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    small = np.random.default_rng(4).random((1, 700, 500, 3), np.float32)  # shrinking, where it differs
+    want_small = t(torch.from_numpy(small).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    # 1e-4: torch's antialiased kernel computes its weights in float32, ours in float64.
+    np.testing.assert_allclose(np.asarray(tagger.preprocess(x, antialias=True)), want, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(tagger.preprocess(small, antialias=True)), want_small, rtol=0, atol=1e-4)
+    assert np.abs(np.asarray(tagger.preprocess(small)) - want_small).max() > 1e-2
 
 
 def test_prompt_fn_equals_step_by_step(checkpoint, tmp_path_factory):

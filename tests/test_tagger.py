@@ -53,6 +53,11 @@ def test_sr_fn_of_lq_alone_equals_step_by_step(setup):
     emb = encode_prompt(te, te_params, tokenize(tok, prompts))
     want = np.asarray(jax.jit(sr_fn)(base, lq, emb))
     assert np.abs(ours - want).max() <= 1e-4 * (want.max() - want.min())
+    # prompt_embeds = f(images) compiles once per batch shape.
+    fn = jax.jit(prompt_fn)
+    for seed in (8, 9):
+        fn({"ram": ram_params, "text_encoder": te_params}, jax.random.uniform(jax.random.key(seed), lq.shape))
+    assert fn._cache_size() == 1
     # The prompts matter: the empty prompt gives another image.
     empty = encode_prompt(te, te_params, tokenize(tok, [""]))
     assert np.abs(np.asarray(jax.jit(sr_fn)(base, lq, empty)) - want).max() > 1e-3

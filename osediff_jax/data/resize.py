@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -155,28 +156,47 @@ def _pil_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
                     np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
 
 
-def pil_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """[n_out, n_in] float64 weights of PIL's BICUBIC along one axis: A = -0.5, support widened by
-    the scale when shrinking (antialiasing), taps cut at the border and renormalised."""
+def _triangle(x: np.ndarray) -> np.ndarray:
+    return np.maximum(1.0 - np.abs(x), 0.0)
+
+
+def pil_filter_matrix(n_in: int, n_out: int, kernel: Callable[[np.ndarray], np.ndarray], support: float) -> np.ndarray:
+    """[n_out, n_in] float64 weights of PIL's resampling along one axis: `kernel` of half-width
+    `support`, widened by the scale when shrinking (antialiasing), taps cut at the border and
+    renormalised. PyTorch's `antialias=True` interpolation implements the same algorithm."""
     scale = n_in / n_out
     filterscale = max(scale, 1.0)
-    support = 2.0 * filterscale
+    support = support * filterscale
     m = np.zeros((n_out, n_in))
     for i in range(n_out):
         center = (i + 0.5) * scale
         lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
-        w = _pil_cubic((np.arange(lo, hi) - center + 0.5) / filterscale)
+        w = kernel((np.arange(lo, hi) - center + 0.5) / filterscale)
         m[i, lo:hi] = w / w.sum()
     return m
+
+
+def pil_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """PIL's BICUBIC (A = -0.5) along one axis (`pil_filter_matrix`)."""
+    return pil_filter_matrix(n_in, n_out, _pil_cubic, 2.0)
+
+
+def _separable(x: jax.Array, rows: np.ndarray, cols: np.ndarray) -> jax.Array:
+    y = jnp.einsum("wj,...ijc->...iwc", jnp.asarray(cols, jnp.float32), x.astype(jnp.float32), precision=_HIGHEST)
+    return jnp.einsum("hi,...iwc->...hwc", jnp.asarray(rows, jnp.float32), y, precision=_HIGHEST)
 
 
 def pil_bicubic(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     """Jittable PIL BICUBIC resize of float images [..., H, W, C] to `size` = (height, width), as
     PIL's float ('F') mode computes it; the 8-bit path of the upscale command uses PIL itself."""
-    rows = jnp.asarray(pil_bicubic_matrix(x.shape[-3], size[0]), jnp.float32)
-    cols = jnp.asarray(pil_bicubic_matrix(x.shape[-2], size[1]), jnp.float32)
-    y = jnp.einsum("wj,...ijc->...iwc", cols, x.astype(jnp.float32), precision=_HIGHEST)
-    return jnp.einsum("hi,...iwc->...hwc", rows, y, precision=_HIGHEST)
+    return _separable(x, pil_bicubic_matrix(x.shape[-3], size[0]), pil_bicubic_matrix(x.shape[-2], size[1]))
+
+
+def bilinear_antialiased(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """`F.interpolate(x, size, mode="bilinear", antialias=True)` (PIL's BILINEAR) of float images
+    [..., H, W, C]: torchvision's tensor `Resize` since 0.17; without antialiasing use `interpolate`."""
+    return _separable(x, pil_filter_matrix(x.shape[-3], size[0], _triangle, 1.0),
+                      pil_filter_matrix(x.shape[-2], size[1], _triangle, 1.0))
 
 
 def _matlab_cubic(x: np.ndarray) -> np.ndarray:
