@@ -8,6 +8,7 @@ attention matmuls per forward pass, traced by interception, composed into the st
   python -m benchmarks.train_memory --run b4        # one configuration per process (compiling is heavy)
   python -m benchmarks.train_memory --run count     # the FLOP count alone, no compilation
   python -m benchmarks.train_memory --run b1-merged --lowered   # XLA's FLOPs before optimisation
+  python -m benchmarks.train_memory --run b4 --gpu-program      # the GPU's code paths, compiled for the CPU
 
 Runs: b4 (batch 4, no remat: must fit 40 GB), b1-remat (batch 1, remat: must fit 20 GB), b1 and
 b1-merged (batch 1, no remat, LoRA unmerged / merged into the kernels: the FLOPs of each).
@@ -17,6 +18,7 @@ On the CPU this is what XLA plans for the CPU; a GPU's plan has the same program
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 
@@ -34,8 +36,8 @@ from osediff_jax.training.state import TrainConfig, train_state  # noqa: E402
 from osediff_jax.training.step import make_train_step  # noqa: E402
 from osediff_jax.weights import osediff_pkl  # noqa: E402
 
-RUNS = {"b4": (4, dict(remat=False)), "b1-remat": (1, dict(remat=True)), "b1": (1, dict(remat=False)),
-        "b1-merged": (1, dict(remat=False, merged_lora=True))}
+RUNS = {"b4": (4, dict(remat="elementwise")), "b1-remat": (1, dict(remat="blocks")), "b1": (1, dict(remat="elementwise")),
+        "b1-merged": (1, dict(remat="elementwise", merged_lora=True))}
 GIB = 2**30
 
 
@@ -60,6 +62,19 @@ def setup(configs, config: TrainConfig, dtype=jnp.bfloat16) -> tuple[dict, dict,
     return modules, state, frozen
 
 
+@contextlib.contextmanager
+def traced_for_gpu():
+    """Trace the program the GPU gets on the CPU: the models pick their CPU code paths (convolutions
+    as patches, attention a block of queries at a time inside a loop, softmax normalised after the
+    value product) at trace time from `jax.default_backend()`."""
+    cpu = jax.default_backend
+    jax.default_backend = lambda: "gpu"
+    try:
+        yield
+    finally:
+        jax.default_backend = cpu
+
+
 def compiled_figures(args, run: str) -> dict:
     batch, options = RUNS[run]
     config = TrainConfig(frozen_dtype="bfloat16", **options)
@@ -67,7 +82,8 @@ def compiled_figures(args, run: str) -> dict:
     step = make_train_step(modules["unet"], modules["vae"], schedule.alphas_cumprod(), config)
     gt = jax.ShapeDtypeStruct((batch, args.size, args.size, 3), jnp.uint8)
     start = time.time()
-    lowered = step.lower(state, frozen, {"gt": gt}, jax.random.key(1))
+    with traced_for_gpu() if args.gpu_program else contextlib.nullcontext():
+        lowered = step.lower(state, frozen, {"gt": gt}, jax.random.key(1))
     if args.lowered:  # XLA's count on the program before optimisation; no memory plan
         return {"batch": batch, "TFLOP/sample (lowered)": lowered.cost_analysis()["flops"] / batch / 1e12,
                 "lower s": time.time() - start}
@@ -86,9 +102,11 @@ def compiled_figures(args, run: str) -> dict:
 def forward_flops(module: nn.Module, params, *args, method: str | None = None, adapted=frozenset(), rank: int = 4
                   ) -> dict[str, float]:
     """FLOPs of one forward pass, counted from the traced shapes: "base" (every Dense / Conv as
-    2 * outputs * fan-in, plus attention's QK^T and AV as 4 * Nq * Nk * C), "adapted" (the part of
-    base in the layers whose paths are in `adapted`) and "lora" (their LoRA branches at `rank`)."""
-    out = {"base": 0.0, "adapted": 0.0, "lora": 0.0}
+    2 * outputs * fan-in), "attention" (QK^T and AV, 4 * Nq * Nk * C), "adapted" (the part of base
+    in the layers whose paths are in `adapted`), "lora" (their LoRA branches at `rank`) and
+    "padding" (the part of base where a `layers.Conv` tap falls on the zero padding: XLA's cost
+    analysis leaves those products out)."""
+    out = {"base": 0.0, "attention": 0.0, "adapted": 0.0, "lora": 0.0, "padding": 0.0}
     queries = {}
 
     def intercept(next_fun, a, kw, ctx):
@@ -100,13 +118,15 @@ def forward_flops(module: nn.Module, params, *args, method: str | None = None, a
             positions = math.prod(y.shape[:-1])
             flops = 2.0 * positions * fan_in * y.shape[-1]
             out["base"] += flops
+            if isinstance(m, Conv):
+                out["padding"] += flops * (1.0 - in_image(a[0].shape[1:3], m.kernel_size, m.strides, m.padding))
             if m.path in adapted:
                 out["adapted"] += flops
                 out["lora"] += 2.0 * positions * rank * (fan_in + y.shape[-1])
             if m.name == "to_q":
                 queries[m.path[:-1]] = math.prod(y.shape)
             elif m.name == "to_k":  # [B, Nk, ...]: QK^T and AV, each 2 * B * Nq * Nk * C
-                out["base"] += 4.0 * queries[m.path[:-1]] * y.shape[1]
+                out["attention"] += 4.0 * queries[m.path[:-1]] * y.shape[1]
         return y
 
     with nn.intercept_methods(intercept):
@@ -114,17 +134,30 @@ def forward_flops(module: nn.Module, params, *args, method: str | None = None, a
     return out
 
 
+def in_image(size, k: int, stride: int, padding) -> float:
+    """The fraction of a convolution's taps that fall inside the image (not on its padding)."""
+    fraction = 1.0
+    for n, (lo, hi) in zip(size, padding):
+        starts = stride * np.arange((n + lo + hi - k) // stride + 1) - lo
+        taps = starts[:, None] + np.arange(k)[None, :]
+        fraction *= float(np.mean((taps >= 0) & (taps < n)))
+    return fraction
+
+
 def adapted_paths(lora_tree) -> frozenset:
     return frozenset(p[:-2] for p in traverse_util.flatten_dict(lora_tree) if p[-2:] == ("lora_A", "kernel"))
 
 
 def counted(args) -> dict[str, float]:
-    """The step's FLOPs per sample at batch 1 by hand, unmerged and merged.
+    """The step's FLOPs per sample at batch 1 by hand: unmerged LoRA with remat "none" and
+    "elementwise" (the default), and merged LoRA.
 
-    Unmerged: the backward of a layer with a frozen kernel forms only the input gradient (1x its
-    forward); a LoRA branch's backward forms both (2x). UNet passes: generator forward + backward,
-    fake score, real score at batch 2 (CFG), regulariser forward + backward = 7 forwards; VAE encoder
+    The backward of a layer with a frozen kernel forms only the input gradient (1x its forward); a
+    LoRA branch's backward forms both (2x); attention's two products have no weights, so their
+    backward forms both operands' gradients (2x). Passes: UNet generator forward + backward, fake
+    score, real score at batch 2 (CFG), regulariser forward + backward = 7 UNet forwards; VAE encoder
     and decoder forward + backward; LPIPS-vgg on SR and GT, backward through SR only = 3 forwards.
+    remat="elementwise" recomputes attention's two products in each backward (1x more).
     Merged: no LoRA branches, but each adapted kernel's own gradient (1x its forward) in both
     backward passes of the UNet and in the encoder's."""
     config = TrainConfig()
@@ -137,11 +170,20 @@ def counted(args) -> dict[str, float]:
     e = forward_flops(modules["vae"], frozen["vae"], jnp.zeros((1, s, s, 3)), method="encode", adapted=vae_lora)
     d = forward_flops(modules["vae"], frozen["vae"], jnp.zeros((1, h, h, 4)), method="decode")
     v = forward_flops(LPIPS("vgg"), frozen["lpips"], jnp.zeros((1, s, s, 3)), jnp.zeros((1, s, s, 3)))["base"] / 2
-    base = 7 * u["base"] + 2 * e["base"] + 2 * d["base"] + 3 * v
-    parts = {"UNet forward": u["base"], "VAE encoder forward": e["base"], "VAE decoder forward": d["base"],
-             "LPIPS-vgg forward (one image)": v}
+    fwd = {k: x["base"] + x["attention"] for k, x in (("u", u), ("e", e), ("d", d))}
+    # The padding taps of the same passes (each backward of a convolution has its forward's taps).
+    padding = 7 * u["padding"] + 2 * e["padding"] + 2 * d["padding"]
+    # Attention's backward (2x) in the differentiated passes: UNet twice, the encoder, the decoder.
+    attention_backward = 2 * (2 * u["attention"] + e["attention"] + d["attention"])
+    base = 7 * fwd["u"] + 2 * fwd["e"] + 2 * fwd["d"] + 3 * v + attention_backward
+    recompute = 2 * u["attention"] + e["attention"] + d["attention"]
+    parts = {"UNet forward": fwd["u"], "of which attention": u["attention"], "VAE encoder forward": fwd["e"],
+             "VAE decoder forward": fwd["d"], "LPIPS-vgg forward (one image)": v}
+    unmerged_flops = base + 7 * u["lora"] + 3 * e["lora"]
     return {**{f"{k} TFLOP": x / 1e12 for k, x in parts.items()},
-            "step unmerged TFLOP": (base + 7 * u["lora"] + 3 * e["lora"]) / 1e12,
+            "step unmerged TFLOP": unmerged_flops / 1e12,
+            "step unmerged without padding taps TFLOP": (unmerged_flops - padding) / 1e12,
+            "step unmerged elementwise-remat TFLOP": (unmerged_flops + recompute) / 1e12,
             "step merged TFLOP": (base + 2 * u["adapted"] + e["adapted"]) / 1e12}
 
 
@@ -152,6 +194,10 @@ def main() -> None:
     parser.add_argument("--run", choices=(*RUNS, "count"), required=True)
     parser.add_argument("--lowered", action="store_true",
                         help="FLOPs of the lowered program only, without compiling (minutes instead of ten)")
+    parser.add_argument("--gpu-program", action="store_true",
+                        help="trace the GPU's code paths (library convolutions, attention in one block) and "
+                             "compile them for the CPU; XLA counts a loop's body once, so only this program's "
+                             "FLOPs count every attention block")
     args = parser.parse_args()
     jax.config.update("jax_platforms", "cpu")
     figures = counted(args) if args.run == "count" else compiled_figures(args, args.run)

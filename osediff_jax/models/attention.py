@@ -43,8 +43,13 @@ def _xla(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> ja
     return jnp.swapaxes(out, 1, 2)
 
 
+def _acc(x: jax.Array) -> jnp.dtype:
+    """Products accumulate in float32 at least (float64 stays float64)."""
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
 def _logits(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=_acc(q))
     return logits if bias is None else logits + bias
 
 
@@ -59,7 +64,7 @@ def _deferred_normalisation(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.
     logits = _logits(q, k, bias)
     # The max only keeps exp in range; the result does not depend on it (as in jax.nn.softmax).
     e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
-    out = jnp.einsum("bhqk,bhkd->bhqd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = jnp.einsum("bhqk,bhkd->bhqd", e.astype(v.dtype), v, preferred_element_type=_acc(v))
     return (out / e.sum(axis=-1, keepdims=True)).astype(v.dtype)
 
 

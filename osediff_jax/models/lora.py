@@ -120,6 +120,7 @@ def merge(params: Any, lora: Any, rank: int) -> Any:
             continue
         mod = path[:-2]
         base = flat[mod + ("kernel",)]
-        d = delta(a.astype(jnp.float32), adapters[mod + ("lora_B", "kernel")].astype(jnp.float32))
-        flat[mod + ("kernel",)] = (base.astype(jnp.float32) + s * d).astype(base.dtype)
+        acc = jnp.promote_types(base.dtype, jnp.float32)  # float32 at least: bf16 kernels merge in float32
+        d = delta(a.astype(acc), adapters[mod + ("lora_B", "kernel")].astype(acc))
+        flat[mod + ("kernel",)] = (base.astype(acc) + s * d).astype(base.dtype)
     return traverse_util.unflatten_dict(flat)

@@ -16,6 +16,7 @@ from osediff_jax.models import lora
 from osediff_jax.weights import osediff_pkl
 from osediff_jax.weights.diffusers_format import StableDiffusion
 from osediff_jax.training import prompts
+from osediff_jax.training.unmerged import REMAT
 
 REGULARIZER_LORA = ("full", "mid_block")
 
@@ -46,7 +47,10 @@ class TrainConfig:
     # Fold LoRA into the kernels inside the step, as inference does, instead of applying it unmerged:
     # the same gradients with full-size kernel gradients formed; kept to measure that cost.
     merged_lora: bool = False
-    remat: bool = False  # recompute UNet/VAE blocks in the backward pass (less memory, more time)
+    # What the backward pass stores (`unmerged.py`): "elementwise" keeps each block's input and layer
+    # outputs and recomputes norms, activations and softmax; "blocks" recomputes whole blocks (the
+    # forward's FLOPs again, least memory); "none" keeps whatever autodiff saves (most memory).
+    remat: str = "elementwise"
     micro_batches: int = 1  # gradient accumulation: the batch is split, one update per step
     donate: bool = True  # the step reuses the state's buffers for the new state
     degradation: DegradationConfig = DegradationConfig()
@@ -54,6 +58,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.regularizer_lora not in REGULARIZER_LORA:
             raise ValueError(f"regularizer_lora={self.regularizer_lora!r}; expected one of {REGULARIZER_LORA}")
+        if self.remat not in REMAT:
+            raise ValueError(f"remat={self.remat!r}; expected one of {REMAT}")
         if self.micro_batches < 1:
             raise ValueError(f"micro_batches={self.micro_batches}; expected at least 1")
 

@@ -59,7 +59,7 @@ def sample_draws(key: jax.Array, latent_shape: tuple[int, ...], micro_batches: i
                  jax.random.normal(k[4], latent_shape, jnp.float32))
 
 
-def _with_lora(config: TrainConfig, models: dict, params: dict, trees: dict, remat: bool = False) -> tuple:
+def _with_lora(config: TrainConfig, models: dict, params: dict, trees: dict, remat: str = "none") -> tuple:
     """(params, context): the LoRA `trees` ({name: tree or None}) on `params` ({name: params}) of
     `models` ({name: module}), merged into the kernels if config.merged_lora, else unmerged inside
     the returned context."""
@@ -70,7 +70,7 @@ def _with_lora(config: TrainConfig, models: dict, params: dict, trees: dict, rem
 
 
 def _unet_eps(unet: nn.Module, config: TrainConfig, params: Any, tree: Any, noisy: jax.Array, t: jax.Array,
-              context: jax.Array, remat: bool = False) -> jax.Array:
+              context: jax.Array, remat: str = "none") -> jax.Array:
     params, ctx = _with_lora(config, {"unet": unet}, {"unet": params}, {"unet": tree}, remat)
     with ctx:
         return unet.apply({"params": params["unet"]}, noisy, t, context).astype(jnp.float32)
