@@ -9,6 +9,7 @@ attention matmuls per forward pass, traced by interception, composed into the st
   python -m benchmarks.train_memory --run count     # the FLOP count alone, no compilation
   python -m benchmarks.train_memory --run b1-merged --lowered   # XLA's FLOPs before optimisation
   python -m benchmarks.train_memory --run b4 --gpu-program      # the GPU's code paths, compiled for the CPU
+  python -m benchmarks.train_memory --run b4 --xla-dump /tmp/d  # + the peak without CPU-only buffers
 
 Runs: b4 (batch 4, no remat: must fit 40 GB), b1-remat (batch 1, remat: must fit 20 GB), b1 and
 b1-merged (batch 1, no remat, LoRA unmerged / merged into the kernels: the FLOPs of each).
@@ -18,9 +19,13 @@ On the CPU this is what XLA plans for the CPU; a GPU's plan has the same program
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import math
+import os
+import re
 import time
+from pathlib import Path
 
 from benchmarks import harness  # first: sets JAX's allocator before the backend starts
 import flax.linen as nn  # noqa: E402
@@ -94,9 +99,43 @@ def compiled_figures(args, run: str) -> dict:
     cost = cost[0] if isinstance(cost, list) else cost
     # Donated state buffers are reused for the new state: they count once.
     total = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
-    return {"batch": batch, "arguments": m.argument_size_in_bytes / GIB, "temporaries": m.temp_size_in_bytes / GIB,
-            "outputs not aliased": (m.output_size_in_bytes - m.alias_size_in_bytes) / GIB, "total": total / GIB,
-            "TFLOP/sample": cost["flops"] / batch / 1e12, "compile s": seconds}
+    figures = {"batch": batch, "arguments": m.argument_size_in_bytes / GIB, "temporaries": m.temp_size_in_bytes / GIB,
+               "outputs not aliased": (m.output_size_in_bytes - m.alias_size_in_bytes) / GIB, "total": total / GIB,
+               "TFLOP/sample": cost["flops"] / batch / 1e12, "compile s": seconds}
+    if args.xla_dump:
+        dumps = sorted(Path(args.xla_dump).glob("*jit_train_step.cpu_after_optimizations-live-range.txt"))
+        figures.update(live_peaks(str(dumps[-1]).removesuffix("-live-range.txt")))
+    return figures
+
+
+# Buffers the CPU backend adds to the program a GPU compiles: float32 copies of bf16 values (the CPU
+# has no bf16 convolution or matrix product, so XLA's float normalisation converts their operands)
+# and the layout copies of its convolutions. Recognised by XLA's names for them, float32 outputs only.
+CPU_ONLY = re.compile(r"(wrapped_convert|convert_bitcast_fusion|transpose_copy_fusion|\w*_convert_fusion)")
+
+
+def live_peaks(prefix: str) -> dict[str, float]:
+    """From XLA's dump of the compiled step (`prefix` + "-live-range.txt" / "-buffer-assignment.txt"):
+    the peak over its schedule of the live buffers' bytes (XLA's total, recomputed), and the peak of
+    the same without the CPU-only buffers (`CPU_ONLY`), in GiB."""
+    sizes = {}
+    for m in re.finditer(r"value: <\d+ ([^\s{]+)(\{[\d,]*\})?(?: \(phi\))? @\S+> \(size=(\d+),offset=\d+\): (\w+)",
+                         Path(prefix + "-buffer-assignment.txt").read_text()):
+        key = m.group(1) + (m.group(2) or "{}")
+        cpu_only = m.group(4) == "f32" and CPU_ONLY.match(m.group(1)) is not None
+        sizes[key] = (max(sizes.get(key, (0,))[0], int(m.group(3))), cpu_only)
+    ranges = Path(prefix + "-live-range.txt").read_text().split("BufferLiveRange:")[1].split("Live ranges at")[0]
+    delta = collections.defaultdict(lambda: [0, 0])
+    for name, start, end in re.findall(r"^\s+(\S+\{[\d,]*\}):(\d+)-(\d+)$", ranges, re.M):
+        size, cpu_only = sizes.get(name, (0, False))
+        for t, sign in ((int(start), 1), (int(end) + 1, -1)):
+            delta[t][0] += sign * size
+            delta[t][1] += sign * size * (not cpu_only)
+    live, peaks = [0, 0], [0, 0]
+    for t in sorted(delta):
+        live = [live[0] + delta[t][0], live[1] + delta[t][1]]
+        peaks = [max(peaks[0], live[0]), max(peaks[1], live[1])]
+    return {"live peak": peaks[0] / GIB, "without CPU-only buffers": peaks[1] / GIB}
 
 
 def forward_flops(module: nn.Module, params, *args, method: str | None = None, adapted=frozenset(), rank: int = 4
@@ -198,7 +237,12 @@ def main() -> None:
                         help="trace the GPU's code paths (library convolutions, attention in one block) and "
                              "compile them for the CPU; XLA counts a loop's body once, so only this program's "
                              "FLOPs count every attention block")
+    parser.add_argument("--xla-dump", metavar="DIR",
+                        help="dump XLA's buffer assignment to DIR (a new folder) and report the peak without "
+                             "the CPU-only buffers (float32 copies of bf16 values, convolution layout copies)")
     args = parser.parse_args()
+    if args.xla_dump:  # before the backend starts
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={args.xla_dump}".strip()
     jax.config.update("jax_platforms", "cpu")
     figures = counted(args) if args.run == "count" else compiled_figures(args, args.run)
     header = ["run", *figures]
