@@ -7,6 +7,7 @@ attention matmuls per forward pass, traced by interception, composed into the st
 
   python -m benchmarks.train_memory --run b4        # one configuration per process (compiling is heavy)
   python -m benchmarks.train_memory --run count     # the FLOP count alone, no compilation
+  python -m benchmarks.train_memory --run stored --remat none   # activations kept for the backward
   python -m benchmarks.train_memory --run b1-merged --lowered   # XLA's FLOPs before optimisation
   python -m benchmarks.train_memory --run b4 --gpu-program      # the GPU's code paths, compiled for the CPU
   python -m benchmarks.train_memory --run b4 --xla-dump /tmp/d  # + the peak without CPU-only buffers
@@ -30,6 +31,7 @@ from pathlib import Path
 from benchmarks import harness  # first: sets JAX's allocator before the backend starts
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
+import jax.extend.core  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import traverse_util  # noqa: E402
@@ -38,7 +40,8 @@ from osediff_jax.metrics.lpips import LPIPS, lpips_params  # noqa: E402
 from osediff_jax.models import schedule, sd  # noqa: E402
 from osediff_jax.models.layers import Conv  # noqa: E402
 from osediff_jax.training.state import TrainConfig, train_state  # noqa: E402
-from osediff_jax.training.step import make_train_step  # noqa: E402
+from osediff_jax.training.unmerged import REMAT  # noqa: E402
+from osediff_jax.training.step import make_losses, make_train_step, sample_draws  # noqa: E402
 from osediff_jax.weights import osediff_pkl  # noqa: E402
 
 RUNS = {"b4": (4, dict(remat="elementwise")), "b1-remat": (1, dict(remat="blocks")), "b1": (1, dict(remat="elementwise")),
@@ -138,6 +141,29 @@ def live_peaks(prefix: str) -> dict[str, float]:
     return {"live peak": peaks[0] / GIB, "without CPU-only buffers": peaks[1] / GIB}
 
 
+def stored_activations(args, remat: str) -> dict[str, float]:
+    """GiB per sample that the generator's backward pass keeps from its forward pass (the residuals of
+    jax.vjp of its loss, batch 1, bf16 compute), read from the traced program: what any backend must
+    hold across the backward, before XLA's own temporaries."""
+    config = TrainConfig(frozen_dtype="bfloat16", remat=remat)
+    modules, state, frozen = setup(args.configs, config)
+    gen_loss, _ = make_losses(modules["unet"], modules["vae"], schedule.alphas_cumprod(), config)
+    image = jax.ShapeDtypeStruct((1, args.size, args.size, 3), jnp.float32)
+    emb = jax.ShapeDtypeStruct((1, 77, modules["unet"].cross_attention_dim), jnp.float32)
+    draws = jax.eval_shape(lambda k: sample_draws(k, (1, args.size // 8, args.size // 8, 4)), jax.random.key(0))
+
+    def residuals(state, frozen, lq, gt, emb, draws):
+        _, vjp = jax.vjp(lambda g: gen_loss(g, state["reg"], frozen, lq, gt, emb, draws)[0], state["gen"])
+        return jax.tree.leaves(vjp)
+
+    inputs = jax.tree.leaves((state, frozen, image, image, emb, draws))
+    jaxpr = jax.make_jaxpr(lambda *x: residuals(*jax.tree.unflatten(
+        jax.tree.structure((state, frozen, image, image, emb, draws)), x)))(*inputs).jaxpr
+    # Residuals that are inputs (weights, images) are not activations.
+    kept = {id(v): v.aval for v in jaxpr.outvars if not isinstance(v, jax.extend.core.Literal) and v not in jaxpr.invars}
+    return {"remat": remat, "stored activations GiB/sample": sum(a.size * a.dtype.itemsize for a in kept.values()) / GIB}
+
+
 def forward_flops(module: nn.Module, params, *args, method: str | None = None, adapted=frozenset(), rank: int = 4
                   ) -> dict[str, float]:
     """FLOPs of one forward pass, counted from the traced shapes: "base" (every Dense / Conv as
@@ -230,7 +256,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", type=harness.Path, default=harness.DEFAULT_CONFIGS)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--run", choices=(*RUNS, "count"), required=True)
+    parser.add_argument("--run", choices=(*RUNS, "count", "stored"), required=True)
+    parser.add_argument("--remat", choices=REMAT, default="elementwise", help="for --run stored")
     parser.add_argument("--lowered", action="store_true",
                         help="FLOPs of the lowered program only, without compiling (minutes instead of ten)")
     parser.add_argument("--gpu-program", action="store_true",
@@ -244,7 +271,12 @@ def main() -> None:
     if args.xla_dump:  # before the backend starts
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={args.xla_dump}".strip()
     jax.config.update("jax_platforms", "cpu")
-    figures = counted(args) if args.run == "count" else compiled_figures(args, args.run)
+    if args.run == "count":
+        figures = counted(args)
+    elif args.run == "stored":
+        figures = stored_activations(args, args.remat)
+    else:
+        figures = compiled_figures(args, args.run)
     header = ["run", *figures]
     fmt = lambda x: f"{x:.2f}" if isinstance(x, float) else str(x)
     harness.print_table(f"Training step, full SD-2.1-base, {args.size}x{args.size}, bf16 compute ({jax.devices()[0].platform})",

@@ -1,5 +1,5 @@
 """The latent VSD (gradient 2 g / numel, zero when the scores agree, nothing reaches the frozen UNet or
-the regulariser), unmerged LoRA in training with each remat mode (the exact gradients, as merged LoRA
+the regulariser), unmerged LoRA in training, remat "none" and "elementwise" (the exact gradients, as merged LoRA
 gives them), and the step with remat and micro-batches (the same update as the plain step), on a small
 model."""
 

@@ -99,14 +99,13 @@ def make_vsd_term(unet: nn.Module, alphas_cumprod: np.ndarray, config: TrainConf
     return vsd_term
 
 
-def make_grads_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig
-                  ) -> Callable[..., tuple[Any, Any, dict]]:
-    """grads(state, frozen, lq, gt, prompt_embeds, draws) -> (generator grads, regulariser grads, raw
-    loss terms) of one (micro-)batch; lq, gt NHWC in [-1, 1]. The regulariser's loss is on the
-    generator's stopped latents, so both gradients come from the state before either update."""
+def make_losses(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig
+                ) -> tuple[Callable[..., tuple], Callable[..., jax.Array]]:
+    """(gen_loss, reg_loss): gen_loss(gen, reg, frozen, lq, gt, prompt_embeds, draws) -> (total,
+    (raw terms, x0)), the generator's loss as a function of its trainable tree; reg_loss(reg, frozen,
+    x0, prompt_embeds, draws) -> the regulariser's weighted loss. lq, gt NHWC in [-1, 1]."""
     ac = jnp.asarray(alphas_cumprod, jnp.float32)
     lpips_net = LPIPS("vgg")
-    sg = jax.lax.stop_gradient
     vsd_term = make_vsd_term(unet, alphas_cumprod, config)
 
     def gen_loss(gen, reg, frozen, lq, gt, emb, d: Draws):
@@ -126,6 +125,17 @@ def make_grads_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, c
         noisy = vsd.add_noise(x0, d.reg_noise, d.reg_t, ac)
         eps = _unet_eps(unet, config, frozen["unet"], reg["unet_lora"], noisy, d.reg_t, emb, config.remat)
         return config.lambda_reg * vsd.regularizer_loss(eps, d.reg_noise)
+
+    return gen_loss, reg_loss
+
+
+def make_grads_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig
+                  ) -> Callable[..., tuple[Any, Any, dict]]:
+    """grads(state, frozen, lq, gt, prompt_embeds, draws) -> (generator grads, regulariser grads, raw
+    loss terms) of one (micro-)batch; lq, gt NHWC in [-1, 1]. The regulariser's loss is on the
+    generator's stopped latents, so both gradients come from the state before either update."""
+    gen_loss, reg_loss = make_losses(unet, vae, alphas_cumprod, config)
+    sg = jax.lax.stop_gradient
 
     def grads(state, frozen, lq, gt, emb, d: Draws):
         (total, (terms, x0)), g_gen = jax.value_and_grad(gen_loss, has_aux=True)(

@@ -14,7 +14,7 @@ Each LoRA tree has the layout of `models/lora.py` (module path -> {"lora_A": {"k
 
 What the backward pass keeps (`remat`):
 - "none": whatever autodiff saves. That includes every element-wise intermediate: a GroupNorm in
-  bf16 keeps its input centred and scaled in float32 (four float32 copies per bf16 activation),
+  bf16 keeps its input centred and scaled in float32 (float32 copies of each bf16 activation),
   SiLU and GELU their inputs, attention its float32 logits and their exponentials.
 - "elementwise": each resnet block, transformer (norm, projections and transformer blocks), VAE
   attention and GroupNorm keeps its input, the outputs of its Dense and Conv layers (LoRA added) and
