@@ -81,7 +81,7 @@ def _take(iterator, n):
 
 
 def test_loader_batches_crops_and_flips(built):
-    loader = hq_images.make_loader(built[0], batch_size=4, crop=CROP, seed=1, shard_index=0, shard_count=1)
+    loader = hq_images.make_loader(built[0], global_batch_size=4, crop=CROP, seed=1, process_index=0, process_count=1)
     batch = next(iter(loader))
     assert batch["gt"].shape == (4, CROP, CROP, 3) and batch["gt"].dtype == np.uint8
     # Each crop is a window of its source image, possibly mirrored.
@@ -96,35 +96,69 @@ def test_loader_batches_crops_and_flips(built):
         assert found
 
 
-def test_state_restore_resumes_the_exact_sequence(built):
-    make = lambda: hq_images.make_loader(built[0], batch_size=3, crop=CROP, seed=5, shard_index=0, shard_count=1)
-    it = iter(make())
-    _take(it, 4)  # mid-epoch (10 records, 3 per batch) and into the second epoch below
-    state = it.get_state()
-    expected = _take(it, 5)
-    restored = iter(make())
-    restored.set_state(state)
-    for a, b in zip(expected, _take(restored, 5)):
-        np.testing.assert_array_equal(a["gt"], b["gt"])
-        assert list(a["path"]) == list(b["path"])
-    again = _take(iter(make()), 4)
-    first = _take(iter(make()), 4)
-    for a, b in zip(again, first):
-        np.testing.assert_array_equal(a["gt"], b["gt"])  # deterministic for a seed
+def _global_batches(dataset_dir, processes: int, steps: int, state: dict | None = None, batch: int = 4, seed: int = 5):
+    """The first `steps` global batches (the processes' rows concatenated in process order) when `processes`
+    loaders read them, optionally from a saved state; and the (JSON) state the processes end in."""
+    its = [iter(hq_images.make_loader(dataset_dir, batch, crop=CROP, seed=seed, process_index=p, process_count=processes))
+           for p in range(processes)]
+    if state is not None:
+        for it in its:
+            it.set_state(json.loads(json.dumps(state)))
+    out = []
+    for _ in range(steps):
+        parts = [next(it) for it in its]
+        assert all(len(b["gt"]) == batch // processes for b in parts)
+        out.append((np.concatenate([b["gt"] for b in parts]), [str(p) for b in parts for p in b["path"]]))
+    states = [it.get_state() for it in its]
+    assert all(s == states[0] for s in states)  # the same on every process
+    return out, states[0]
 
 
-def test_hosts_read_disjoint_shards(built):
-    paths = []
-    for index in range(2):
-        loader = hq_images.make_loader(
-            built[0], batch_size=1, crop=CROP, seed=2, shard_index=index, shard_count=2, num_epochs=1
-        )
-        paths.append({str(b["path"][0]) for b in loader})
-    assert len(paths[0]) == len(paths[1]) == 5
-    assert not paths[0] & paths[1]
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for (gt_a, paths_a), (gt_b, paths_b) in zip(a, b):
+        assert paths_a == paths_b
+        np.testing.assert_array_equal(gt_a, gt_b)
+
+
+def test_global_sequence_is_the_same_for_any_process_count(built):
+    """10 records, global batch 4: 8 batches run over 4 epochs, reshuffled each epoch, every record in every
+    epoch; 1, 2 and 4 processes see the same global batches (crops and flips included)."""
+    one, _ = _global_batches(built[0], 1, 10)
+    for processes in (2, 4):
+        _assert_same(_global_batches(built[0], processes, 10)[0], one)
+    paths = [p for _, ps in one for p in ps]
+    epochs = [paths[i : i + 10] for i in range(0, 40, 10)]
+    assert all(sorted(e) == sorted(epochs[0]) and len(set(e)) == 10 for e in epochs)
+    assert len({tuple(e) for e in epochs}) == 4
+    crops = {(p, gt.tobytes()) for (gts, ps) in one for gt, p in zip(gts, ps)}
+    assert len(crops) > 10  # later epochs draw new crops, not the first epoch's again
+    other_seed, _ = _global_batches(built[0], 1, 3, seed=6)
+    assert [ps for _, ps in other_seed] != [ps for _, ps in one[:3]]
+
+
+def test_state_resumes_the_sequence_on_another_process_count(built):
+    full, _ = _global_batches(built[0], 1, 9)
+    head, state = _global_batches(built[0], 2, 4)  # mid-epoch: 16 of 10 + 10 records
+    assert state == {"next_batch": 4, "global_batch_size": 4, "seed": 5}
+    _assert_same(head, full[:4])
+    _assert_same(_global_batches(built[0], 4, 5, state)[0], full[4:])
+    _assert_same(_global_batches(built[0], 1, 5, state)[0], full[4:])
+    with pytest.raises(ValueError, match="global_batch_size=4; this loader has 8"):
+        iter(hq_images.make_loader(built[0], 8, crop=CROP, seed=5, process_index=0, process_count=1)).set_state(state)
+
+
+def test_finite_epochs_and_bad_process_counts(built):
+    loader = hq_images.make_loader(built[0], 3, crop=CROP, seed=2, process_index=0, process_count=1, num_epochs=2)
+    batches = list(loader)
+    assert len(batches) == 6  # 20 records: 6 batches of 3, the last 2 records dropped
+    with pytest.raises(ValueError, match="global_batch_size=3; expected a positive multiple of the process count 2"):
+        hq_images.make_loader(built[0], 3, crop=CROP, process_index=0, process_count=2)
+    with pytest.raises(ValueError, match="process_index=2; expected"):
+        hq_images.make_loader(built[0], 4, crop=CROP, process_index=2, process_count=2)
 
 
 def test_crop_larger_than_stored_image_is_a_clear_error(built):
-    loader = hq_images.make_loader(built[0], batch_size=1, crop=200, seed=0, shard_index=0, shard_count=1)
+    loader = hq_images.make_loader(built[0], 1, crop=200, seed=0, process_index=0, process_count=1)
     with pytest.raises(Exception, match="smaller than the crop 200"):
         next(iter(loader))

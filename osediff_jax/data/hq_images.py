@@ -5,8 +5,9 @@ Building is a tensorflow-datasets builder that runs without TensorFlow: images a
 compressed uint8 tensors (tfds' Image feature would need TensorFlow to encode). Files that are
 not images, cannot be read, or are smaller than the crop are counted and listed in
 `build_report.json` beside the shards, never silently dropped. Reading goes through the tfds
-array_record data source and grain: random crop, horizontal flip (p = 0.5), per-host sharding,
-and an iterator whose state can be saved and restored to resume the exact sequence.
+array_record data source and grain: one global sequence of batches (random crop, horizontal flip
+with p = 0.5) of which every process reads its rows, and an iterator whose state resumes the exact
+sequence, also on another number of processes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grain
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -158,33 +160,91 @@ class CropFlip(grain.transforms.RandomMap):
         return {"gt": np.ascontiguousarray(gt), "path": path}
 
 
+class GlobalBatches:
+    """This process's slices of one global sequence of batches; `iter()` gives a `BatchIterator`."""
+
+    def __init__(self, elements: grain.MapDataset, global_batch_size: int, process_index: int, process_count: int,
+                 seed: int, num_threads: int):
+        self.elements, self.global_batch_size, self.seed = elements, global_batch_size, seed
+        self.local_batch_size = global_batch_size // process_count
+        self.process_index, self.num_threads = process_index, num_threads
+        self.num_batches = len(elements) // global_batch_size  # sys.maxsize // G when repeated forever
+
+    def local_elements(self) -> grain.MapDataset:
+        """Local element j is global element (j // L) * G + p * L + j % L: process p's rows of every batch."""
+        g, n, p = self.global_batch_size, self.local_batch_size, self.process_index
+        return grain.MapDataset.range(self.num_batches * n).map(lambda j: self.elements[(j // n) * g + p * n + j % n])
+
+    def __iter__(self) -> BatchIterator:
+        return BatchIterator(self)
+
+
+class BatchIterator:
+    """Local batches {'gt': uint8 [G / P, crop, crop, 3], 'path': [G / P]}, read by `num_threads` threads.
+
+    get_state() is {"next_batch", "global_batch_size", "seed"}: JSON, the same on every process and for
+    any process count, so set_state() continues the same global sequence on another number of processes.
+    """
+
+    def __init__(self, batches: GlobalBatches):
+        self._batches = batches
+        self._start(0)
+
+    def _start(self, step: int) -> None:
+        b = self._batches
+        n = b.local_batch_size
+        options = grain.ReadOptions(num_threads=b.num_threads, prefetch_buffer_size=2 * n)
+        self._next_batch = step
+        self._it = iter(b.local_elements()[step * n:].to_iter_dataset(options).batch(n, drop_remainder=True))
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = next(self._it)
+        self._next_batch += 1
+        return batch
+
+    def get_state(self) -> dict[str, int]:
+        b = self._batches
+        return {"next_batch": self._next_batch, "global_batch_size": b.global_batch_size, "seed": b.seed}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        b = self._batches
+        for key, want in (("global_batch_size", b.global_batch_size), ("seed", b.seed)):
+            if state.get(key) != want:
+                raise ValueError(f"loader state has {key}={state.get(key)!r}; this loader has {want}")
+        self._start(int(state["next_batch"]))
+
+
 def make_loader(
     dataset_dir: str | os.PathLike,
-    batch_size: int,
+    global_batch_size: int,
     crop: int = 512,
     seed: int = 0,
-    shard_index: int | None = None,
-    shard_count: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
     num_epochs: int | None = None,
-    worker_count: int = 0,
-) -> grain.DataLoader:
-    """Batches {'gt': uint8 [B, crop, crop, 3], 'path': [B]} from a built dataset folder.
+    num_threads: int = 8,
+) -> GlobalBatches:
+    """This process's slices of one global sequence of batches from a built dataset folder.
 
-    Shuffled per epoch from `seed`; sharded by host (jax.process_index / process_count unless
-    given); `iter(loader)` has get_state() / set_state() for exact resumption.
+    The global sequence depends only on the dataset, `seed` and `global_batch_size`: the records are
+    shuffled over the whole dataset, reshuffled each epoch, and batches run on across epochs (forever,
+    or `num_epochs` then a last incomplete batch dropped); the crop and flip of each element draw from
+    its global index. Process p of P (jax.process_index / process_count unless given) gets rows
+    [p G / P, (p + 1) G / P) of every global batch, so the global batch at step k is the same for any
+    number of processes. `iter(loader)` has get_state() / set_state() for exact resumption, also on
+    another number of processes.
     """
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise ValueError(f"global_batch_size={global_batch_size}; expected a positive multiple of the process "
+                         f"count {process_count}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index}; expected 0 <= index < process_count={process_count}")
     source = tfds.builder_from_directory(str(dataset_dir)).as_data_source()["train"]
-    if shard_index is None or shard_count is None:
-        shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
-    else:
-        shard = grain.sharding.ShardOptions(shard_index=shard_index, shard_count=shard_count, drop_remainder=True)
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(source), shard_options=shard, shuffle=True, num_epochs=num_epochs, seed=seed
-    )
-    return grain.DataLoader(
-        data_source=source,
-        sampler=sampler,
-        operations=[CropFlip(crop), grain.transforms.Batch(batch_size, drop_remainder=True)],
-        worker_count=worker_count,
-    )
-
+    elements = (grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
+                .random_map(CropFlip(crop)))
+    return GlobalBatches(elements, global_batch_size, process_index, process_count, seed, num_threads)

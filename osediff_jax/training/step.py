@@ -23,12 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from osediff_jax.data import degradation
 from osediff_jax.inference.core import TIMESTEP, generate
 from osediff_jax.metrics.lpips import LPIPS
 from osediff_jax.models import lora as lora_lib
-from osediff_jax.training import vsd
+from osediff_jax.training import sharding, vsd
 from osediff_jax.training.prompts import PromptSource, fixed_prompt
 from osediff_jax.training.state import TrainConfig, optimizer
 from osediff_jax.training.unmerged import unmerged
@@ -189,11 +190,21 @@ def make_step_fn(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, co
 
 
 def make_train_step(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, config: TrainConfig,
-                    prompt_source: PromptSource = fixed_prompt) -> Callable[..., tuple[dict, dict]]:
+                    prompt_source: PromptSource = fixed_prompt, *, mesh: Mesh | None = None,
+                    state_shardings: Any = None, frozen_shardings: Any = None) -> Callable[..., tuple[dict, dict]]:
     """Jitted train_step(state, frozen, batch, key) -> (state, metrics); batch = {"gt": uint8 [B, H, W, 3]}
     (H, W multiples of 16). `key` is split into (degradation, draws); see `sample_draws`. Metrics:
     l2, lpips, vsd, reg (raw) and their `_weighted` values, loss (the generator's total), the two
-    gradient norms before clipping, vsd_normaliser (the mean of w over the batch)."""
+    gradient norms before clipping, vsd_normaliser (the mean of w over the batch).
+
+    With a `mesh` (`sharding.make_mesh`), the step is compiled for it: state and frozen placed by
+    `state_shardings` / `frozen_shardings` (`sharding.shardings`; replicated when not given), the
+    batch split by `sharding.batch_sharding` (B is the global batch, `sharding.global_batch`), key
+    and metrics replicated; the new state keeps the state's shardings. The program is the one of a
+    single device over the global batch, partitioned by GSPMD, so both gradients are those of the
+    global batch's mean losses: averaged over all devices. The authors' regulariser gradients are not
+    (`train_osediff.py` prepares only the generator with accelerate's DDP, so each GPU updates the
+    regulariser LoRA from its own micro-batch and the copies drift apart)."""
     step_fn = make_step_fn(unet, vae, alphas_cumprod, config, prompt_source)
 
     def train_step(state: dict, frozen: dict, batch: dict, key: jax.Array) -> tuple[dict, dict]:
@@ -202,4 +213,11 @@ def make_train_step(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray,
         latent = jax.eval_shape(lambda x: vae.apply({"params": frozen["vae"]}, x, method="encode")[0], lq)
         return step_fn(state, frozen, lq, gt, sample_draws(k_draws, latent.shape, config.micro_batches))
 
-    return jax.jit(train_step, donate_argnums=(0,) if config.donate else ())
+    donate = (0,) if config.donate else ()
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=donate)
+    whole = sharding.replicated(mesh)
+    state_sh = whole if state_shardings is None else state_shardings
+    frozen_sh = whole if frozen_shardings is None else frozen_shardings
+    return jax.jit(train_step, in_shardings=(state_sh, frozen_sh, sharding.batch_sharding(mesh), whole),
+                   out_shardings=(state_sh, whole), donate_argnums=donate)
