@@ -17,6 +17,7 @@ import argparse  # noqa: E402  (jax.distributed must be initialised before anyth
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from osediff_jax.data.hq_images import make_loader  # noqa: E402
 from osediff_jax.files.atomic import write_json  # noqa: E402
@@ -48,7 +49,7 @@ def main() -> None:
     state_sh = sharding.shardings(state, mesh, args.fsdp_min_size)
     frozen_sh = sharding.shardings(frozen, mesh, args.fsdp_min_size)
     split = [jax.tree_util.keystr(path) for path, s in jax.tree_util.tree_leaves_with_path(
-        {"state": state_sh, "frozen": frozen_sh}) if s.spec != ()]
+        {"state": state_sh, "frozen": frozen_sh}) if s.spec != P()]
     initial = {"gen": state["gen"], "reg": state["reg"]}
     state, frozen = sharding.put(state, state_sh), sharding.put(frozen, frozen_sh)
     step = make_train_step(model.modules["unet"], model.modules["vae"], model.alphas_cumprod, config, mesh=mesh,
@@ -58,6 +59,8 @@ def main() -> None:
     for i in range(args.steps):
         batch = sharding.global_batch(next(loader), mesh)
         key = sharding.put(jax.random.fold_in(run_key, i), sharding.replicated(mesh))
+        if i == 0:
+            step = sharding.compile_together(step, state, frozen, batch, key)
         state, m = step(state, frozen, batch, key)
         metrics.append({k: float(v.addressable_data(0)) for k, v in m.items()})
     trained = multihost_utils.process_allgather({"gen": state["gen"], "reg": state["reg"]}, tiled=True)

@@ -193,7 +193,7 @@ class BatchIterator:
     def _start(self, step: int) -> None:
         b = self._batches
         n = b.local_batch_size
-        options = grain.ReadOptions(num_threads=b.num_threads, prefetch_buffer_size=2 * n)
+        options = grain.ReadOptions(num_threads=b.num_threads, prefetch_buffer_size=max(2 * n, b.num_threads))
         self._next_batch = step
         self._it = iter(b.local_elements()[step * n:].to_iter_dataset(options).batch(n, drop_remainder=True))
 

@@ -15,12 +15,14 @@ mean losses whatever the device count.
 
 from __future__ import annotations
 
+import itertools
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from orbax.checkpoint import multihost
 
 AXES = ("data", "fsdp")
 # Leaves never split over fsdp, by name (the last key of their path): the step, PRNG keys, optax's
@@ -127,3 +129,18 @@ def global_batch(local: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
         out[name] = jax.make_array_from_process_local_data(
             sharding, value, (value.shape[0] * jax.process_count(), *value.shape[1:]))
     return out
+
+
+_barriers = itertools.count()
+
+
+def compile_together(jitted: Callable, *args: Any) -> Callable:
+    """`jitted` compiled for `args`, returned once every process has compiled it (the coordination
+    service's barrier, not a collective). Processes compile at different speeds, or one loads from
+    the compilation cache, and CPU collectives (gloo) give them 30 s to meet at a program's first
+    collective; call the result with arguments of the same shapes and shardings."""
+    compiled = jitted.lower(*args).compile()
+    if jax.process_count() > 1:
+        multihost.sync_global_processes(f"osediff_jax compiled {next(_barriers)}", timeout=24 * 3600,
+                                        processes=set(range(jax.process_count())))
+    return compiled
