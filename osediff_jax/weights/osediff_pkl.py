@@ -192,8 +192,11 @@ def base_shapes(sd_path: str | os.PathLike) -> tuple[Any, Any]:
 def save_merged(sd_path: str | os.PathLike, src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """SD-2.1 (`sd_path`) with OSEDiff weights (`src`: osediff.pkl or ours) merged in, as a bundle at
     `dst` marked as OSEDiff's, which `bundle.load` and `upscale --checkpoint` read."""
-    model = bundle.load(sd_path)
-    w = load(src, *base_shapes(sd_path))
+    save_merged_model(bundle.load(sd_path), load(src, *base_shapes(sd_path)), dst)
+
+
+def save_merged_model(model: Any, w: OSEDiffWeights, dst: str | os.PathLike) -> None:
+    """`save_merged` for a loaded SD model (`bundle.load`) and weights in memory."""
     params = dict(model.params)
     params["unet"], params["vae"] = jax.jit(w.merge)(params["unet"], params["vae"])
     # The mark keeps a plain SD bundle from being taken for a merged one.
