@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osediff_jax import convert, demo, evaluate, upscale
+from osediff_jax import convert, evaluate, train, upscale
 from osediff_jax.files import images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +227,7 @@ def test_one_pixel_image_suggests_no_colour_fix(work, tmp_path):
     assert r.returncode == 1 and "use --color-fix none" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("command", [convert, demo, evaluate, upscale])
+@pytest.mark.parametrize("command", [convert, evaluate, train, upscale])
 def test_help_documents_every_option_and_the_exit_codes(command):
     parsers = [command.build_parser()]
     for action in parsers[0]._actions:

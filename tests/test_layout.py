@@ -41,12 +41,12 @@ ALL = set(_modules())
 def test_every_module_imports():
     for name in _modules():
         importlib.import_module(name)
-    assert {"osediff_jax.upscale", "osediff_jax.evaluate", "osediff_jax.convert", "osediff_jax.demo"} <= ALL
+    assert {"osediff_jax.upscale", "osediff_jax.evaluate", "osediff_jax.convert", "osediff_jax.train"} <= ALL
 
 
 def test_top_level_holds_only_commands():
     top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    assert top == {"upscale", "evaluate", "convert", "demo"}
+    assert top == {"upscale", "evaluate", "convert", "train"}
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == set(LAYERS)
 
 

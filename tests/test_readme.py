@@ -5,7 +5,8 @@ OSEDiff weights placed under the names README uses (`stable-diffusion-2-1-base/`
 Commands after a comment that says `[flags checked only]` (the real weights, a GPU, the network or
 the test suite) are not run: their command and every flag they use must exist. `pip install`
 steps are skipped everywhere: this environment is the installed one. README's first command (the
-demo) runs here, so CI runs it once.
+tiny training config, the repository's configs/ beside the examples as in a clone) runs here, so CI
+runs it once.
 """
 
 import ast
@@ -23,13 +24,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osediff_jax import convert, demo, evaluate, upscale
+from osediff_jax import convert, evaluate, train, upscale
+from osediff_jax.training import checkpoints, config
 from osediff_jax.weights import bundle, osediff_pkl, random_sd
 from tests.references import SHARED
 
 pytestmark = pytest.mark.reference  # osediff.pkl, the authors' format, is written with torch
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = {"osediff_jax.convert": convert, "osediff_jax.demo": demo, "osediff_jax.evaluate": evaluate,
+COMMANDS = {"osediff_jax.convert": convert, "osediff_jax.evaluate": evaluate, "osediff_jax.train": train,
             "osediff_jax.upscale": upscale}
 CHECK_ONLY = "[flags checked only]"
 
@@ -71,6 +73,7 @@ def work(tmp_path_factory) -> Path:
     work = root / "work"
     work.mkdir()
     (root / "shared").symlink_to(SHARED)
+    (work / "configs").symlink_to(ROOT / "configs")
     random_sd.write_random_sd(work / "stable-diffusion-2-1-base")
     _random_osediff_pkl(work / "stable-diffusion-2-1-base", work / "osediff.pkl")
     rng = np.random.default_rng(0)
@@ -98,7 +101,9 @@ def _check_flags(command: str) -> None:
         return
     assert argv[:2] == ["python", "-m"], command
     module, rest = argv[2], argv[3:]
-    flags = {a.split("=")[0] for a in rest if a.startswith("--")}
+    flags = {a.split("=")[0] for a in rest if a.startswith("--") and not a.startswith(config.PREFIX)}
+    if module == "osediff_jax.train":  # --config.<field>=<value>: the config has the field and takes the value
+        config.load(ROOT / rest[rest.index("--config") + 1], [a for a in rest if a.startswith(config.PREFIX)])
     if module == "pytest":
         assert all((ROOT / a).is_file() for a in rest if a.startswith("tests/")), command
         return
@@ -148,7 +153,12 @@ def test_readme_examples_run(work):
     print(f"\nran {len(ran)}, checked {len(checked)} README examples")
     assert len(ran) >= 12 and len(checked) >= 8
     # What the examples say they leave behind.
-    assert [Image.open(work / "demo_out" / n).size for n in demo.NAMES] == [(64, 64), (256, 256), (256, 256)]
+    run = work / "tiny_run"
+    assert checkpoints.read(run / "checkpoints")[0] == 300
+    assert sorted(p.name for p in (run / "export" / "step_300").iterdir()) == ["merged", "osediff", "osediff.pkl"]
+    assert sorted(p.name for p in (run / "validation").iterdir()) == ["step_150.png", "step_300.png"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert Image.open(run / "sample" / "sr.png").size == (64, 64) and Image.open(work / "tiny_x4" / "lq.png").size == (64, 64)
     assert sorted(p.name for p in (work / "photos_x4").iterdir()) == ["a.png", "b.png"]
     assert Image.open(work / "photos_x4" / "a.png").size == (96, 64)
     assert Image.open(work / "out" / "photo.png").size == (64, 48)

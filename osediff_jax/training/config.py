@@ -1,8 +1,8 @@
 """Training configurations: `configs/<name>.py` files with a `get_config()` returning an
 `ml_collections.ConfigDict`, and `--config.<field>=<value>` overrides from the command line.
 
-The fields every config has are those of `configs/tiny.py`; `train` holds `state.TrainConfig`'s
-fields by name, so a config lists the objective's settings exactly as the step reads them.
+Every config starts from `base()`, which lists and explains every field; `train` holds
+`state.TrainConfig`'s fields by name, so a config sets the objective exactly as the step reads it.
 """
 
 from __future__ import annotations
@@ -80,6 +80,34 @@ def _set(config: ml_collections.ConfigDict, name: str, text: str, path: Path) ->
         raise ConfigError(f"--config.{name}={text}: not a {type(old).__name__} ({e})") from None
     with node.unlocked():
         node[leaf] = value
+
+
+def base() -> ml_collections.ConfigDict:
+    """The paper's setup (the authors' `train_osediff.py` launch command) with every field a config
+    has; the files in configs/ change what differs."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.sd_path = "stable-diffusion-2-1-base"  # diffusers folder or our bundle; "": a small random model
+    c.dtype = "float32"  # compute dtype of the UNet/VAE ("bfloat16" on GPUs)
+    c.lpips_weights = "weights"  # vgg16-397923af.pth + lpips_vgg.pth (loss), alexnet/lpips_alex (validation)
+    c.random_lpips = False  # a random LPIPS backbone: only with the random model
+    c.data = ml_collections.ConfigDict(dict(
+        skimage_photos=False,  # scikit-image's bundled photographs instead of `sources`
+        sources=("LSDIR/HR", "ffhq:10000"),  # folders or list files of HQ images; "path:N" keeps the first N
+        dir="tfds", name="lsdir_ffhq",  # where the shards are built (once) and their name
+        crop=512, workers=0))
+    c.batch_size = 16  # global: over every device and process (micro-batches inside it)
+    c.steps = 100_000
+    c.log_every = 10
+    c.checkpoint_every = 500  # the authors save every 500 steps
+    c.keep = 3
+    c.export_every = 5000  # 0: only at the end
+    c.val = ml_collections.ConfigDict(dict(
+        every=1000, hr_dir="RealSR/HR", lq_dir="",  # lq_dir: LQ/HR pairs; empty: HR degraded once (seed)
+        count=16, crop=512, seed=0))
+    c.fsdp = 1  # devices per model replica that share the frozen weights and optimiser states
+    c.train = train_fields()
+    return c
 
 
 def train_fields(**changes) -> ml_collections.ConfigDict:

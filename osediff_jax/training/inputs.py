@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -32,21 +33,28 @@ def _path(text: str) -> Path:
     return Path(text).expanduser().absolute()
 
 
-def load_model(config: ml_collections.ConfigDict, workdir: Path) -> Any:
-    """The SD-2.x model of `config.sd_path` (a diffusers folder or our bundle), or a random small one."""
+def sd_folder(config: ml_collections.ConfigDict) -> Path | None:
+    """`config.sd_path`, checked to exist; None for the random model."""
     if not config.sd_path:
-        folder = workdir / "random_sd"
-        if not folder.is_dir():
-            random_sd.write_random_sd(folder, seed=config.seed)
-        print(f"model: a small RANDOM SD-shaped model ({folder}); real results need SD-2.1-base "
-              "(set --config.sd_path)", file=sys.stderr)
-        return bundle.load(folder)
+        return None
     path = _path(config.sd_path)
     if not path.is_dir():
         raise ConfigError(f"config.sd_path: {config.sd_path}: no such folder; obtain SD-2.1-base in diffusers format "
                           "(a local copy of stabilityai/stable-diffusion-2-1-base) and set --config.sd_path=DIR")
+    return path
+
+
+def load_model(config: ml_collections.ConfigDict, workdir: Path) -> Any:
+    """The SD-2.x model of `config.sd_path` (a diffusers folder or our bundle), or a random small one."""
+    path = sd_folder(config)
+    if path is None:
+        path = workdir / "random_sd"
+        if not path.is_dir():
+            random_sd.write_random_sd(path, seed=config.seed)
+        print(f"model: a small RANDOM SD-shaped model ({path}); real results need SD-2.1-base "
+              "(set --config.sd_path)", file=sys.stderr)
     try:
-        return bundle.load(path)
+        return bundle.load(path, dtype=jnp.dtype(config.dtype))
     except CheckpointError as e:
         raise ConfigError(f"config.sd_path: {e}") from None
 
@@ -60,12 +68,14 @@ def load_lpips(config: ml_collections.ConfigDict) -> dict:
                               "config.sd_path); set --config.lpips_weights=DIR with the VGG16 and LPIPS weights")
         return lpips_params("vgg", config.lpips_weights or None, random_backbone=True, seed=config.seed)
     folder = _path(config.lpips_weights) if config.lpips_weights else None
-    missing = [f for f in (BACKBONE_FILES["vgg"], LIN_FILES["vgg"]) if folder is None or not (folder / f).is_file()]
+    needed = [BACKBONE_FILES["vgg"], LIN_FILES["vgg"]] + ([BACKBONE_FILES["alex"], LIN_FILES["alex"]]
+                                                          if config.val.every else [])
+    missing = [f for f in needed if folder is None or not (folder / f).is_file()]
     if missing:
         raise ConfigError(f"config.lpips_weights: {config.lpips_weights or '(unset)'}: missing {', '.join(missing)}; "
-                          "put torchvision's VGG16 ImageNet weights (vgg16-397923af.pth) and the lpips package's "
-                          "lpips/weights/v0.1/vgg.pth (as lpips_vgg.pth) in a folder and set "
-                          "--config.lpips_weights=DIR")
+                          "put torchvision's ImageNet VGG16 (vgg16-397923af.pth) and the lpips package's "
+                          "lpips/weights/v0.1/vgg.pth as lpips_vgg.pth (validation: AlexNet alexnet-owt-7be5be79.pth "
+                          "and alex.pth as lpips_alex.pth) in a folder and set --config.lpips_weights=DIR")
     return lpips_params("vgg", folder)
 
 

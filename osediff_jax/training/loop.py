@@ -47,9 +47,10 @@ class Trainer:
         self.config, self.workdir = config, workdir
         self.train_config = config_lib.train_config(config)
         self.main = jax.process_index() == 0
-        workdir.mkdir(parents=True, exist_ok=True)
-        # Everything the config points at is checked before the model is built.
+        # Everything the config points at is checked before anything is written.
+        inputs.sd_folder(config)
         lpips = inputs.load_lpips(config)
+        workdir.mkdir(parents=True, exist_ok=True)
         dataset = inputs.build_dataset(config, workdir)
         val_dirs = inputs.validation_dirs(config, workdir) if config.val.every else None
         self.model = inputs.load_model(config, workdir)

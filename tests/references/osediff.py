@@ -86,3 +86,29 @@ def forward(unet, vae, lq_m11: torch.Tensor, prompt_embeds: torch.Tensor) -> tor
     eps = unet(z, t, encoder_hidden_states=prompt_embeds).sample
     x0 = scheduler.step(eps, t, z, return_dict=True, generator=torch.Generator().manual_seed(0)).prev_sample
     return vae.decode(x0 / 0.18215).sample.clamp(-1, 1)
+
+
+def load_authors(sd_folder, pkl_path):
+    """(unet, vae) of an SD folder with an osediff.pkl applied as the authors' `OSEDiff_test.load_ckpt`
+    does: peft adapters added from the pkl's module lists, then every "lora" / "conv_in" parameter
+    copied from its state dicts."""
+    ckpt = torch.load(pkl_path, map_location="cpu", weights_only=True)
+    unet = UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet")
+    vae = AutoencoderKL.from_pretrained(sd_folder, subfolder="vae")
+    for name, key in (("default_encoder", "unet_lora_encoder_modules"), ("default_decoder", "unet_lora_decoder_modules"),
+                      ("default_others", "unet_lora_others_modules")):
+        unet.add_adapter(LoraConfig(r=ckpt["rank_unet"], init_lora_weights="gaussian", target_modules=ckpt[key]),
+                         adapter_name=name)
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if "lora" in n or "conv_in" in n:
+                p.copy_(ckpt["state_dict_unet"][n])
+    unet.set_adapter(["default_encoder", "default_decoder", "default_others"])
+    vae.add_adapter(LoraConfig(r=ckpt["rank_vae"], init_lora_weights="gaussian",
+                               target_modules=ckpt["vae_lora_encoder_modules"]), adapter_name="default_encoder")
+    with torch.no_grad():
+        for n, p in vae.named_parameters():
+            if "lora" in n:
+                p.copy_(ckpt["state_dict_vae"][n])
+    vae.set_adapter(["default_encoder"])
+    return unet.eval(), vae.eval()

@@ -1,0 +1,23 @@
+"""The paper's setup on one 24 GB GPU: global batch 16 as 16 micro-batches of 1 (one update per 16
+images), rematerialised UNet/VAE blocks, bf16 compute and frozen weights. That it fits 24 GB is XLA's
+GPU memory analysis to confirm (`python -m benchmarks.train_memory --run b1-remat` on a GPU): the CPU
+compiler's plan of the batch-1 remat step is 27.9 GiB (BENCHMARKS.md).
+
+    python -m osediff_jax.train --config configs/gpu24gb.py --workdir runs/gpu24gb \\
+        --config.sd_path=stable-diffusion-2-1-base --config.lpips_weights=weights \\
+        --config.data.sources="('LSDIR/HR', 'ffhq:10000')" --config.val.hr_dir=RealSR/HR
+"""
+
+import ml_collections
+
+from osediff_jax.training.config import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = base()
+    c.dtype = "bfloat16"
+    c.train.frozen_dtype = "bfloat16"
+    c.train.micro_batches = 16
+    c.train.remat = True
+    c.val.count = 8
+    return c
