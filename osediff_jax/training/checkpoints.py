@@ -34,9 +34,13 @@ def _storable(state: dict) -> dict:
 
 
 def save(mngr: ocp.CheckpointManager, state: dict, data_state: dict) -> None:
-    """Starts writing checkpoint `state["step"]`; returns once the arrays are copied off the device."""
+    """Starts writing checkpoint `state["step"]` from a copy of `state` and returns: the write goes on
+    in the background while the next steps run (and donate `state`'s buffers)."""
     step = int(state["step"])
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)),
+    # Orbax reads the arrays while it writes; on the CPU it reads the device buffers themselves, which
+    # the next step donates and overwrites. A copy of the (small) trainable state is the saved one.
+    copy = jax.tree.map(lambda x: x.copy(), _storable(state))
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(copy),
                                             data=ocp.args.JsonSave(data_state)), force=True)
 
 
