@@ -16,6 +16,7 @@ import sys
 
 from osediff_jax.cli.common import EXIT_CODES, OK, SOME_FAILED, USAGE, Interrupted, UsageError, check_writable_dir, \
     error, interrupts, user_path
+from osediff_jax.training import sharding
 from osediff_jax.training.config import ConfigError, load
 from osediff_jax.training.loop import NonFiniteError, Trainer
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, overrides = parser.parse_known_args(argv)
+    sharding.initialize()  # jax.distributed, when launched as several processes (launch/)
     with interrupts() as check:
         trainer = None
         try:

@@ -13,9 +13,7 @@ leaves only whole checkpoints; leftover temporary folders are removed at the nex
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
 import jax
 import numpy as np
@@ -67,13 +65,3 @@ def read(directory: str | os.PathLike, step: int | None = None) -> tuple[int, di
         out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                          data=ocp.args.JsonRestore()))
     return step, jax.tree.map(np.asarray, dict(out["state"])), out["data"]
-
-
-def data_state(iterator: Any) -> dict:
-    """The grain iterator's state as a JSON object (grain gives JSON bytes)."""
-    state = iterator.get_state()
-    return json.loads(state) if isinstance(state, (bytes, str)) else state
-
-
-def set_data_state(iterator: Any, state: dict) -> None:
-    iterator.set_state(json.dumps(state, indent=4).encode())

@@ -95,7 +95,7 @@ def base() -> ml_collections.ConfigDict:
         skimage_photos=False,  # scikit-image's bundled photographs instead of `sources`
         sources=("LSDIR/HR", "ffhq:10000"),  # folders or list files of HQ images; "path:N" keeps the first N
         dir="tfds", name="lsdir_ffhq",  # where the shards are built (once) and their name
-        crop=512, workers=0))
+        crop=512, threads=8))  # crop size; grain's reading threads
     c.batch_size = 16  # global: over every device and process (micro-batches inside it)
     c.steps = 100_000
     c.log_every = 10

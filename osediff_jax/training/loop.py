@@ -30,7 +30,7 @@ from tqdm import tqdm
 from osediff_jax.data.hq_images import make_loader
 from osediff_jax.files import images
 from osediff_jax.files.atomic import signals_deferred, write_bytes
-from osediff_jax.training import checkpoints, export, inputs, validation
+from osediff_jax.training import checkpoints, export, inputs, sharding, validation
 from osediff_jax.training import config as config_lib
 from osediff_jax.training.state import init_train_state
 from osediff_jax.training.step import make_train_step
@@ -54,16 +54,20 @@ class Trainer:
         dataset = inputs.build_dataset(config, workdir)
         val_dirs = inputs.validation_dirs(config, workdir) if config.val.every else None
         self.model = inputs.load_model(config, workdir)
-        self.state, self.frozen = init_train_state(self.model, lpips, jax.random.key(config.seed), self.train_config)
-        self.loader = iter(make_loader(dataset, config.batch_size // jax.process_count(), config.data.crop,
-                                       seed=config.seed, worker_count=config.data.workers))
+        self.mesh = sharding.make_mesh(config.fsdp)
+        state, frozen = init_train_state(self.model, lpips, jax.random.key(config.seed), self.train_config)
+        state_sh, frozen_sh = sharding.shardings(state, self.mesh), sharding.shardings(frozen, self.mesh)
+        self.state, self.frozen = sharding.put(state, state_sh), sharding.put(frozen, frozen_sh)
+        self.loader = iter(make_loader(dataset, config.batch_size, config.data.crop, seed=config.seed,
+                                       num_threads=config.data.threads))
         self.ckpt = checkpoints.manager(workdir / "checkpoints", config.keep)
         if self.ckpt.latest_step() is not None:
             self.state, data_state = checkpoints.restore(self.ckpt, self.state)
-            checkpoints.set_data_state(self.loader, data_state)
+            self.loader.set_state(data_state)
             self.log(f"resumed from {workdir / 'checkpoints'} at step {int(self.state['step'])}")
         self.step_fn = make_train_step(self.model.modules["unet"], self.model.modules["vae"],
-                                       self.model.alphas_cumprod, self.train_config)
+                                       self.model.alphas_cumprod, self.train_config, mesh=self.mesh,
+                                       state_shardings=state_sh, frozen_shardings=frozen_sh)
         if val_dirs is not None:
             degr = self.train_config.degradation
             self.val_set = validation.load_set(*val_dirs, config.val.crop, config.val.count, config.val.seed, degr)
@@ -83,7 +87,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.ckpt.latest_step() != self.step:
-            checkpoints.save(self.ckpt, self.state, checkpoints.data_state(self.loader))
+            checkpoints.save(self.ckpt, self.state, self.loader.get_state())
 
     def run(self) -> None:
         c = self.config
@@ -94,7 +98,7 @@ class Trainer:
             for step in range(start, c.steps):
                 with signals_deferred():
                     t0 = time.perf_counter()
-                    batch = {"gt": next(self.loader)["gt"]}
+                    batch = sharding.global_batch(next(self.loader), self.mesh)
                     key = jax.random.fold_in(self.state["key"], step)
                     consistent = False  # the old state is donated to the step
                     self.state, metrics = self.step_fn(self.state, self.frozen, batch, key)
@@ -139,7 +143,8 @@ class Trainer:
 
     def validate(self) -> None:
         scores, sr, strips = validation.run(self.val_gen, self.state["gen"], self.frozen, self.val_set,
-                                            self.val_scores, self.train_config.degradation.scale)
+                                            self.val_scores, self.train_config.degradation.scale,
+                                            place=lambda x: sharding.put(x, sharding.replicated(self.mesh)))
         if not self.main:
             return
         for k, v in scores.items():

@@ -26,6 +26,7 @@ from osediff_jax.inference.upsample import upsample
 from osediff_jax.metrics.lpips import lpips_distance, lpips_params
 from osediff_jax.metrics.registry import METRICS
 from osediff_jax.models import lora
+from osediff_jax.training.export import host
 
 
 @dataclasses.dataclass
@@ -107,13 +108,14 @@ def make_generator(model: Any, rank: int) -> Callable[..., jax.Array]:
 
 
 def run(generator: Callable, gen: Any, frozen: dict, vset: ValidationSet, scores: Callable, scale: int,
-        batch: int = 4) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(scores, SR uint8 [N, crop, crop, 3], strips uint8 [N * crop, 3 * crop, 3]: LQ | SR | HR)."""
+        place: Callable = jnp.asarray, batch: int = 4) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(scores, SR uint8 [N, crop, crop, 3], strips uint8 [N * crop, 3 * crop, 3]: LQ | SR | HR);
+    `place` puts an LQ batch where `gen` and `frozen` are (every device of the mesh)."""
     up = np.stack([upsample(x, scale) for x in vset.lq])
     sr = []
     for i in range(0, len(up), batch):
-        out = generator(gen, frozen, jnp.asarray(up[i:i + batch]), frozen["prompt_embeds"])
-        sr.append(images.from_float(np.asarray(out, np.float32)))
+        out = generator(gen, frozen, place(up[i:i + batch]), frozen["prompt_embeds"])
+        sr.append(images.from_float(host(out).astype(np.float32)))
     sr = np.concatenate(sr)
     lq_shown = images.from_float(up)
     strips = np.concatenate([np.concatenate([a, b, c], axis=1) for a, b, c in zip(lq_shown, sr, vset.hr)])
