@@ -47,9 +47,15 @@ def argv(workdir: str, *extra: str) -> list[str]:
             *SMALL, *extra]
 
 
-def fresh(tmp_path: Path) -> Path:
-    """A working folder with the repository's configs/ beside it, as in a clone."""
+def fresh(tmp_path: Path, inputs_of: Path | None = None) -> Path:
+    """A working folder with the repository's configs/ beside it, as in a clone; with `inputs_of`
+    (a workdir), its random model, photographs and built dataset are copied into `run/`: tfds orders
+    the records by a hash of their absolute file paths, so a dataset built in another folder would
+    give another (equally valid) sequence of batches than the reference's."""
     (tmp_path / "configs").symlink_to(ROOT / "configs")
+    if inputs_of is not None:
+        for name in ("random_sd", "photos", "tfds"):
+            shutil.copytree(inputs_of / name, tmp_path / "run" / name)
     return tmp_path
 
 
@@ -132,7 +138,7 @@ def test_export_gives_the_checkpoint_generator(reference):
 
 
 def test_kill9_between_saves_resumes_bit_exact(reference, tmp_path, cache):
-    cwd = fresh(tmp_path)
+    cwd = fresh(tmp_path, reference[0])
     proc = start(cwd, cache, "run")
     ckpt = cwd / "run" / "checkpoints"
     wait_for(lambda: committed(ckpt) == [2] and not list(ckpt.glob(f"*{TMP}*")), proc)
@@ -148,7 +154,7 @@ def test_kill9_between_saves_resumes_bit_exact(reference, tmp_path, cache):
 
 
 def test_kill9_during_async_save_resumes_bit_exact(reference, tmp_path, cache):
-    cwd = fresh(tmp_path)
+    cwd = fresh(tmp_path, reference[0])
     proc = start(cwd, cache, "run")
     ckpt = cwd / "run" / "checkpoints"
     # A save of step 4 or later has begun (its temporary folder exists) and is not committed yet.
@@ -170,7 +176,7 @@ def test_kill9_during_async_save_resumes_bit_exact(reference, tmp_path, cache):
 
 
 def test_sigterm_saves_the_current_step_and_resumes_bit_exact(reference, tmp_path, cache):
-    cwd = fresh(tmp_path)
+    cwd = fresh(tmp_path, reference[0])
     proc = start(cwd, cache, "run")
     ckpt = cwd / "run" / "checkpoints"
     wait_for(lambda: committed(ckpt) == [2], proc)
@@ -206,7 +212,7 @@ def test_checkpoint_of_4_devices_continues_on_1(reference, tmp_path, cache):
     """4 steps on 4 devices (batch split 1 per device), then steps 5 and 6 on 1 device from its
     checkpoint: the same data sequence, and parameters within float tolerance of the reference (the
     partitioned program sums in another order)."""
-    cwd = fresh(tmp_path)
+    cwd = fresh(tmp_path, reference[0])
     r = run(cwd, cache, "run", "--config.steps=4", devices=4)
     assert r.returncode == 0, r.stderr[-3000:]
     assert committed(cwd / "run" / "checkpoints") == [2, 4]
