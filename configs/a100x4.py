@@ -3,10 +3,10 @@ GPU), lr 5e-5, LoRA rank 4, loss weights 1 / 2 / 1 (MSE / LPIPS-vgg / VSD), CFG 
 authors' negative prompt, 512 crops, a checkpoint every 500 steps, bf16 compute.
 
     python -m osediff_jax.train --config configs/a100x4.py --workdir runs/a100x4 \\
-        --config.sd_path=stable-diffusion-2-1-base --config.lpips_weights=weights \\
+        --config.sd_path=stable-diffusion-2-1-base --config.lpips_weights=weights --config.ram_path=ram_swin_large_14m.pth \\
         --config.data.sources="('LSDIR/HR', 'ffhq:10000')" --config.val.hr_dir=RealSR/HR
 
-Prompts: a fixed empty prompt (the authors tag each GT crop with RAM; a tagger is not included).
+Prompts: RAM's tags of each GT crop, as the authors train (`ram_path`; '' for a fixed empty prompt).
 The shards are built under data.dir at the first start and reused after.
 """
 

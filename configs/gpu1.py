@@ -2,7 +2,7 @@
 accumulation: one update per 16 images, as on 4 GPUs), bf16 compute, frozen weights stored in bf16.
 
     python -m osediff_jax.train --config configs/gpu1.py --workdir runs/gpu1 \\
-        --config.sd_path=stable-diffusion-2-1-base --config.lpips_weights=weights \\
+        --config.sd_path=stable-diffusion-2-1-base --config.lpips_weights=weights --config.ram_path=ram_swin_large_14m.pth \\
         --config.data.sources="('LSDIR/HR', 'ffhq:10000')" --config.val.hr_dir=RealSR/HR
 """
 

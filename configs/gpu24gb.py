@@ -4,7 +4,7 @@ GPU memory analysis to confirm (`python -m benchmarks.train_memory --run b1-rema
 compiler's plan of the batch-1 remat step is 27.9 GiB (BENCHMARKS.md).
 
     python -m osediff_jax.train --config configs/gpu24gb.py --workdir runs/gpu24gb \\
-        --config.sd_path=stable-diffusion-2-1-base --config.lpips_weights=weights \\
+        --config.sd_path=stable-diffusion-2-1-base --config.lpips_weights=weights --config.ram_path=ram_swin_large_14m.pth \\
         --config.data.sources="('LSDIR/HR', 'ffhq:10000')" --config.val.hr_dir=RealSR/HR
 """
 

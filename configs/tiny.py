@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sd_path = ""
     c.lpips_weights = ""
     c.random_lpips = True
+    c.ram_path = ""
     c.data.skimage_photos = True
     c.data.sources = ()
     c.data.name = "skimage_photos"

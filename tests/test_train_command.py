@@ -232,11 +232,13 @@ def test_config_errors_name_the_field(tmp_path, cache):
              ("tiny", ["--config.steps=many"], "--config.steps=many: not a int"),
              ("a100x4", [], "config.sd_path: stable-diffusion-2-1-base: no such folder; obtain SD-2.1-base"),
              ("gpu1", ["--config.sd_path=."], "config.lpips_weights: weights: missing vgg16-397923af.pth, "
-                                               "lpips_vgg.pth")]
+                                               "lpips_vgg.pth"),
+             ("tiny", ["--config.ram_path=ram.pth"], "config.ram_path: ram.pth: no such file or folder; obtain RAM's")]
     for name, extra, message in cases:
         r = subprocess.run([sys.executable, "-m", "osediff_jax.train", "--config", f"configs/{name}.py", "--workdir",
                             "run", *extra], cwd=cwd, capture_output=True, text=True, env=env(cache))
-        assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, (extra, r.stderr)
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+        assert r.returncode == 2 and len(errors) == 1 and message in errors[0], (extra, r.stderr)
     assert not (cwd / "run").exists()
 
 

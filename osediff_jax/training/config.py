@@ -91,6 +91,9 @@ def base() -> ml_collections.ConfigDict:
     c.dtype = "float32"  # compute dtype of the UNet/VAE ("bfloat16" on GPUs)
     c.lpips_weights = "weights"  # vgg16-397923af.pth + lpips_vgg.pth (loss), alexnet/lpips_alex (validation)
     c.random_lpips = False  # a random LPIPS backbone: only with the random model
+    # Prompts: RAM's tags of each GT crop, as the authors train (RAM's .pth or a `convert ram` folder);
+    # "": the fixed `train.prompt` (default empty) for every image.
+    c.ram_path = "ram_swin_large_14m.pth"
     c.data = ml_collections.ConfigDict(dict(
         skimage_photos=False,  # scikit-image's bundled photographs instead of `sources`
         sources=("LSDIR/HR", "ffhq:10000"),  # folders or list files of HQ images; "path:N" keeps the first N

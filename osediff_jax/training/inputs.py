@@ -21,7 +21,7 @@ from osediff_jax.data import hq_images
 from osediff_jax.files import images
 from osediff_jax.metrics.lpips import BACKBONE_FILES, LIN_FILES, lpips_params
 from osediff_jax.training.config import ConfigError
-from osediff_jax.weights import bundle, random_sd
+from osediff_jax.weights import bundle, ram_format, random_sd
 from osediff_jax.weights.torch_format import CheckpointError
 
 # scikit-image's bundled colour photographs (no download): training and validation images.
@@ -77,6 +77,21 @@ def load_lpips(config: ml_collections.ConfigDict) -> dict:
                           "lpips/weights/v0.1/vgg.pth as lpips_vgg.pth (validation: AlexNet alexnet-owt-7be5be79.pth "
                           "and alex.pth as lpips_alex.pth) in a folder and set --config.lpips_weights=DIR")
     return lpips_params("vgg", folder)
+
+
+def load_ram(config: ml_collections.ConfigDict) -> tuple[Any, Any] | None:
+    """(RAM module, params) of `config.ram_path` for the authors' training prompts, or None."""
+    if not config.ram_path:
+        return None
+    path = _path(config.ram_path)
+    if not path.exists():
+        raise ConfigError(f"config.ram_path: {config.ram_path}: no such file or folder; obtain RAM's "
+                          "ram_swin_large_14m.pth (optionally `python -m osediff_jax.convert ram`) and set "
+                          "--config.ram_path, or --config.ram_path='' for the fixed prompt (config.train.prompt)")
+    try:
+        return ram_format.load(path)
+    except (CheckpointError, ValueError) as e:
+        raise ConfigError(f"config.ram_path: {e}") from None
 
 
 def _write_photos(folder: Path, names: tuple[str, ...]) -> Path:

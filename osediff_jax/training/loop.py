@@ -30,7 +30,7 @@ from tqdm import tqdm
 from osediff_jax.data.hq_images import make_loader
 from osediff_jax.files import images
 from osediff_jax.files.atomic import signals_deferred, write_bytes
-from osediff_jax.training import checkpoints, export, inputs, sharding, validation
+from osediff_jax.training import checkpoints, export, inputs, prompts, sharding, validation
 from osediff_jax.training import config as config_lib
 from osediff_jax.training.state import init_train_state
 from osediff_jax.training.step import make_train_step
@@ -50,12 +50,17 @@ class Trainer:
         # Everything the config points at is checked before anything is written.
         inputs.sd_folder(config)
         lpips = inputs.load_lpips(config)
+        ram = inputs.load_ram(config)
         workdir.mkdir(parents=True, exist_ok=True)
         dataset = inputs.build_dataset(config, workdir)
         val_dirs = inputs.validation_dirs(config, workdir) if config.val.every else None
         self.model = inputs.load_model(config, workdir)
         self.mesh = sharding.make_mesh(config.fsdp)
         state, frozen = init_train_state(self.model, lpips, jax.random.key(config.seed), self.train_config)
+        source = prompts.fixed_prompt
+        if ram is not None:  # the authors' prompts: RAM's tags of each GT crop, encoded inside the step
+            frozen = prompts.with_ram(frozen, ram[1], self.model.params["text_encoder"])
+            source = prompts.ram_prompt(ram[0], self.model.modules["text_encoder"], self.model.tokenizer_dir)
         state_sh, frozen_sh = sharding.shardings(state, self.mesh), sharding.shardings(frozen, self.mesh)
         self.state, self.frozen = sharding.put(state, state_sh), sharding.put(frozen, frozen_sh)
         self.loader = iter(make_loader(dataset, config.batch_size, config.data.crop, seed=config.seed,
@@ -66,7 +71,7 @@ class Trainer:
             self.loader.set_state(data_state)
             self.log(f"resumed from {workdir / 'checkpoints'} at step {int(self.state['step'])}")
         self.step_fn = make_train_step(self.model.modules["unet"], self.model.modules["vae"],
-                                       self.model.alphas_cumprod, self.train_config, mesh=self.mesh,
+                                       self.model.alphas_cumprod, self.train_config, source, mesh=self.mesh,
                                        state_shardings=state_sh, frozen_shardings=frozen_sh)
         if val_dirs is not None:
             degr = self.train_config.degradation
