@@ -1,7 +1,7 @@
 """The paper's setup on one 24 GB GPU: global batch 16 as 16 micro-batches of 1 (one update per 16
-images), rematerialised UNet/VAE blocks, bf16 compute and frozen weights. That it fits 24 GB is XLA's
-GPU memory analysis to confirm (`python -m benchmarks.train_memory --run b1-remat` on a GPU): the CPU
-compiler's plan of the batch-1 remat step is 27.9 GiB (BENCHMARKS.md).
+images), whole UNet/VAE blocks recomputed in the backward pass (remat "blocks"), bf16 compute and
+frozen weights. Whether it fits 24 GB is XLA's GPU memory analysis to confirm on a GPU
+(`python -m benchmarks.train_memory`; BENCHMARKS.md, training memory); not measured here.
 
     python -m osediff_jax.train --config configs/gpu24gb.py --workdir runs/gpu24gb \\
         --config.sd_path=stable-diffusion-2-1-base --config.lpips_weights=weights --config.ram_path=ram_swin_large_14m.pth \\
@@ -18,6 +18,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.dtype = "bfloat16"
     c.train.frozen_dtype = "bfloat16"
     c.train.micro_batches = 16
-    c.train.remat = True
+    c.train.remat = "blocks"
     c.val.count = 8
     return c

@@ -106,6 +106,9 @@ class Trainer:
                     batch = sharding.global_batch(next(self.loader), self.mesh)
                     key = jax.random.fold_in(self.state["key"], step)
                     consistent = False  # the old state is donated to the step
+                    if jax.process_count() > 1 and step == start:
+                        # CPU collectives give processes 30 s to meet; compile first, then meet.
+                        self.step_fn = sharding.compile_together(self.step_fn, self.state, self.frozen, batch, key)
                     self.state, metrics = self.step_fn(self.state, self.frozen, batch, key)
                     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
