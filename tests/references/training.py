@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lpips
 import numpy as np
 import torch
 import torch.nn.functional as F
