@@ -8,7 +8,12 @@ check of the protocols (resizing, normalisation, pooling, statistics), not of th
 agreement only (no timings: these networks are not part of the CPU throughput comparison).
 
 pyiqa cannot be imported beside jax (numpy 2 vs imgaug), so it runs in its own virtual
-environment (--pyiqa-python). pyiqa downloads its NIQE model file on first use; offline, this
+environment (--pyiqa-python), made once with
+
+    python -m venv --system-site-packages /work/venv-pyiqa
+    /work/venv-pyiqa/bin/pip install "numpy<2" "setuptools<70" pyiqa==0.1.10
+
+(setuptools for the `pkg_resources` that pyiqa's CLIP dependency imports). pyiqa downloads its NIQE model file on first use; offline, this
 script hands it the same pristine parameters (our niqe_pris_params.npz) as a .mat file.
 These metrics run on the CPU in both libraries (NumPy here), so there is no GPU variant.
 
