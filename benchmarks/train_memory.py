@@ -15,6 +15,21 @@ attention matmuls per forward pass, traced by interception, composed into the st
 Runs: b4 (batch 4, no remat: must fit 40 GB), b1-remat (batch 1, remat: must fit 20 GB), b1 and
 b1-merged (batch 1, no remat, LoRA unmerged / merged into the kernels: the FLOPs of each).
 On the CPU this is what XLA plans for the CPU; a GPU's plan has the same program and can differ.
+
+What XLA plans for a GPU, without one (deviceless ahead-of-time compilation): the GPU's code paths
+compiled by XLA's GPU compiler for a target described in benchmarks/gpu_targets/ (h100_sxm,
+a100_sxm_80). It needs JAX's CUDA plugin, kept out of the project's environment (installed there,
+it would become JAX's default backend wherever a GPU is found):
+
+  python -m venv --system-site-packages /work/venv-gpuaot    # the project's packages stay visible
+  /work/venv-gpuaot/bin/pip install --no-deps jax-cuda12-plugin==0.10.2 jax-cuda12-pjrt==0.10.2
+  /work/venv-gpuaot/bin/python -m benchmarks.train_memory --run b4 --gpu-target h100_sxm
+  /work/venv-gpuaot/bin/python -m benchmarks.train_memory --run b1-remat --gpu-target h100_sxm
+
+(the plugin's version is JAX's; no CUDA, cuDNN or driver libraries are needed to compile). Autotuning
+is off (it times kernels on the device): the plan is that of XLA's default kernel choices. A
+compile-only executable has no cost analysis: FLOPs are then counted from the optimised program's
+matrix products and convolutions (`hlo_flops`).
 """
 
 from __future__ import annotations
@@ -44,6 +59,8 @@ from osediff_jax.training.unmerged import REMAT  # noqa: E402
 from osediff_jax.training.step import make_losses, make_train_step, sample_draws  # noqa: E402
 from osediff_jax.weights import osediff_pkl  # noqa: E402
 
+# Target configs of GPUs for deviceless compilation (`--gpu-target`): see each file for its origin.
+GPU_TARGETS = Path(__file__).with_name("gpu_targets")
 RUNS = {"b4": (4, dict(remat="elementwise")), "b1-remat": (1, dict(remat="blocks")), "b1": (1, dict(remat="elementwise")),
         "b1-merged": (1, dict(remat="elementwise", merged_lora=True))}
 GIB = 2**30
@@ -83,28 +100,45 @@ def traced_for_gpu():
         jax.default_backend = cpu
 
 
+def gpu_target_device(name: str) -> jax.sharding.Sharding:
+    """A compile-only device of the GPU that `GPU_TARGETS / <name>.txtpb` describes: XLA's GPU compiler
+    (the CUDA PJRT plugin) compiles for it without a GPU, from the description alone."""
+    from jax.experimental import topologies
+
+    topology = topologies.get_topology_desc(platform="cuda", topology="1x1x1",
+                                            target_config=(GPU_TARGETS / f"{name}.txtpb").read_text())
+    return jax.sharding.SingleDeviceSharding(topology.devices[0])
+
+
 def compiled_figures(args, run: str) -> dict:
     batch, options = RUNS[run]
     config = TrainConfig(frozen_dtype="bfloat16", **options)
     modules, state, frozen = setup(args.configs, config)
     step = make_train_step(modules["unet"], modules["vae"], schedule.alphas_cumprod(), config)
     gt = jax.ShapeDtypeStruct((batch, args.size, args.size, 3), jnp.uint8)
+    inputs = (state, frozen, {"gt": gt}, jax.eval_shape(lambda: jax.random.key(1)))
+    if args.gpu_target:  # inputs placed on the GPU's compile-only device: the step compiles for it
+        device = gpu_target_device(args.gpu_target)
+        inputs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), inputs)
     start = time.time()
-    with traced_for_gpu() if args.gpu_program else contextlib.nullcontext():
-        lowered = step.lower(state, frozen, {"gt": gt}, jax.random.key(1))
+    with traced_for_gpu() if args.gpu_program or args.gpu_target else contextlib.nullcontext():
+        lowered = step.lower(*inputs)
     if args.lowered:  # XLA's count on the program before optimisation; no memory plan
         return {"batch": batch, "TFLOP/sample (lowered)": lowered.cost_analysis()["flops"] / batch / 1e12,
                 "lower s": time.time() - start}
     compiled = lowered.compile()
     seconds = time.time() - start
     m = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    if args.gpu_target:  # a compile-only executable has no cost analysis
+        flops = {"TFLOP/sample (dots, convolutions)": hlo_flops(compiled.as_text()) / batch / 1e12}
+    else:
+        cost = compiled.cost_analysis()
+        flops = {"TFLOP/sample": (cost[0] if isinstance(cost, list) else cost)["flops"] / batch / 1e12}
     # Donated state buffers are reused for the new state: they count once.
     total = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
     figures = {"batch": batch, "arguments": m.argument_size_in_bytes / GIB, "temporaries": m.temp_size_in_bytes / GIB,
                "outputs not aliased": (m.output_size_in_bytes - m.alias_size_in_bytes) / GIB, "total": total / GIB,
-               "TFLOP/sample": cost["flops"] / batch / 1e12, "compile s": seconds}
+               **flops, "compile s": seconds}
     if args.xla_dump:
         dumps = sorted(Path(args.xla_dump).glob("*jit_train_step.cpu_after_optimizations-live-range.txt"))
         figures.update(live_peaks(str(dumps[-1]).removesuffix("-live-range.txt")))
@@ -139,6 +173,55 @@ def live_peaks(prefix: str) -> dict[str, float]:
         live = [live[0] + delta[t][0], live[1] + delta[t][1]]
         peaks = [max(peaks[0], live[0]), max(peaks[1], live[1])]
     return {"live peak": peaks[0] / GIB, "without CPU-only buffers": peaks[1] / GIB}
+
+
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{$")
+# name = type opcode(operands), attributes; of a tuple's type (in parentheses), its first shape is read.
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\([^%]*?\)|\S+) ([\w\-]+)\(([^)]*)\)(.*)$")
+
+
+def hlo_flops(text: str) -> float:
+    """2 * MACs of every matrix product and convolution in an optimised HLO module's text, each loop
+    body counted as many times as it runs (XLA's cost analysis counts it once, and counts nothing in
+    library calls): dots (also inside fusions), cuBLAS GEMMs, and cuDNN convolutions, whose FLOPs
+    are 2 * (forward output elements) * (kernel elements / output features) whichever operand
+    they compute (padding taps included)."""
+    shapes, calls, flops, name = {}, collections.defaultdict(list), collections.Counter(), None
+    for line in text.splitlines():
+        if m := _COMPUTATION.match(line):
+            name = m.group(1)
+            if line.startswith("ENTRY"):
+                entry = name
+            continue
+        if not (m := _INSTRUCTION.match(line)):
+            continue
+        out, types, op, operands, attrs = m.groups()
+        shape = [int(d) for d in re.search(r"\[([\d,]*)\]", types).group(1).split(",") if d]
+        shapes[name, out] = shape
+        args = [shapes.get((name, a.strip().lstrip("%")), []) for a in operands.split(",")]
+        trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', attrs)
+        for kind, callee in re.findall(r"(calls|body|to_apply)=%([\w.\-]+)", attrs):
+            calls[name].append((callee, int(trips.group(1)) if kind == "body" and trips else 1))
+        contracting = re.search(r'lhs_contracting_dim(?:s|ensions)[=":\[{]+([\d,"]*)', attrs)
+        target = re.search(r'custom_call_target="([^"]+)"', attrs)
+        if op == "dot" or (target and "gemm" in target.group(1) or target and "matmul" in target.group(1)):
+            k = math.prod(args[0][int(d)] for d in contracting.group(1).replace('"', "").split(",") if d)
+            flops[name] += 2.0 * math.prod(shape) * k
+        elif target and target.group(1).startswith("__cudnn$conv"):
+            labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", attrs).groups()
+            kernel, output = (shape, args[1]) if "BackwardFilter" in target.group(1) else (args[1], shape)
+            if "BackwardInput" in target.group(1):
+                output = args[0]
+            flops[name] += 2.0 * math.prod(output) * math.prod(kernel) / kernel[labels[1].index("o")]
+    runs = collections.Counter()
+
+    def visit(computation: str, times: float) -> None:
+        runs[computation] += times
+        for callee, n in calls[computation]:
+            visit(callee, times * n)
+
+    visit(entry, 1.0)
+    return sum(flops[c] * n for c, n in runs.items())
 
 
 def stored_activations(args, remat: str) -> dict[str, float]:
@@ -267,9 +350,17 @@ def main() -> None:
     parser.add_argument("--xla-dump", metavar="DIR",
                         help="dump XLA's buffer assignment to DIR (a new folder) and report the peak without "
                              "the CPU-only buffers (float32 copies of bf16 values, convolution layout copies)")
+    parser.add_argument("--gpu-target", choices=sorted(p.stem for p in GPU_TARGETS.glob("*.txtpb")),
+                        help="compile the GPU's code paths for this GPU with XLA's GPU compiler, without a GPU "
+                             "(needs the CUDA plugin: see the docstring); no autotuning")
     args = parser.parse_args()
-    if args.xla_dump:  # before the backend starts
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={args.xla_dump}".strip()
+    if args.gpu_target and (args.lowered or args.xla_dump):
+        parser.error("--gpu-target compiles for the GPU: --lowered and --xla-dump are for the CPU's compilation")
+    flags = [f"--xla_dump_to={args.xla_dump}"] if args.xla_dump else []
+    # Autotuning times candidate kernels on the device: without one, XLA's default choices are compiled.
+    flags += ["--xla_gpu_autotune_level=0"] if args.gpu_target else []
+    if flags:  # before the backend starts
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
     jax.config.update("jax_platforms", "cpu")
     if args.run == "count":
         figures = counted(args)
@@ -279,7 +370,8 @@ def main() -> None:
         figures = compiled_figures(args, args.run)
     header = ["run", *figures]
     fmt = lambda x: f"{x:.2f}" if isinstance(x, float) else str(x)
-    harness.print_table(f"Training step, full SD-2.1-base, {args.size}x{args.size}, bf16 compute ({jax.devices()[0].platform})",
+    target = f"{args.gpu_target}, compiled without a GPU" if args.gpu_target else jax.devices()[0].platform
+    harness.print_table(f"Training step, full SD-2.1-base, {args.size}x{args.size}, bf16 compute ({target})",
                         header, [[args.run, *map(fmt, figures.values())]])
 
 
