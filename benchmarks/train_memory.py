@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import importlib.util
 import math
 import os
 import re
@@ -358,6 +359,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.gpu_target and (args.lowered or args.xla_dump):
         parser.error("--gpu-target compiles for the GPU: --lowered and --xla-dump are for the CPU's compilation")
+    if args.gpu_target and not (importlib.util.find_spec("jax_plugins")
+                                and importlib.util.find_spec("jax_plugins.xla_cuda12")):
+        parser.error("--gpu-target needs JAX's CUDA plugin (jax-cuda12-plugin, jax-cuda12-pjrt): see the docstring")
     flags = [f"--xla_dump_to={args.xla_dump}"] if args.xla_dump else []
     # Autotuning times candidate kernels on the device: without one, XLA's default choices are compiled.
     # Matrix products go to cuBLAS: Triton's default tiling fails on one of the degradation's float32
