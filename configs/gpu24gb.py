@@ -1,7 +1,9 @@
 """The paper's setup on one 24 GB GPU: global batch 16 as 16 micro-batches of 1 (one update per 16
 images), whole UNet/VAE blocks recomputed in the backward pass (remat "blocks"), bf16 compute and
-frozen weights. Whether it fits 24 GB is XLA's GPU memory analysis to confirm on a GPU
-(`python -m benchmarks.train_memory`; BENCHMARKS.md, training memory); not measured here.
+frozen weights. XLA's GPU compiler plans 4.9 GiB for this step at batch 1 with the prompt embeddings
+given (`python -m benchmarks.train_memory --run b1-remat --gpu-target h100_sxm`, compiled without a
+GPU; BENCHMARKS.md, training memory); the RAM tagger inside the step adds its weights and activations.
+Not yet run on a GPU.
 
     python -m osediff_jax.train --config configs/gpu24gb.py --workdir runs/gpu24gb \\
         --config.sd_path=stable-diffusion-2-1-base --config.lpips_weights=weights --config.ram_path=ram_swin_large_14m.pth \\
