@@ -1,6 +1,9 @@
-"""Dataset builder (tfds, array_record, no TensorFlow) and grain loader."""
+"""Dataset builder (tfds, array_record, no TensorFlow) and grain loader; the same images built in
+another folder give the same sequence of batches."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,6 +159,20 @@ def test_finite_epochs_and_bad_process_counts(built):
         hq_images.make_loader(built[0], 3, crop=CROP, process_index=0, process_count=2)
     with pytest.raises(ValueError, match="process_index=2; expected"):
         hq_images.make_loader(built[0], 4, crop=CROP, process_index=2, process_count=2)
+
+
+def test_same_images_in_another_folder_give_the_same_batches(folder, built, tmp_path):
+    """tfds orders records by a hash of their keys: they must not depend on where the files sit."""
+    root, _ = folder
+    shutil.copytree(root, tmp_path / "elsewhere" / "hq")
+    moved, _ = hq_images.build_dataset([hq_images.Source(str(tmp_path / "elsewhere" / "hq"))], tmp_path / "tfds",
+                                       "test", min_size=CROP)
+    here, _ = _global_batches(built[0], 1, 5)
+    there, _ = _global_batches(moved, 1, 5)
+    names = [[str(Path(p).relative_to(root)) for p in ps] for _, ps in here]
+    assert names == [[str(Path(p).relative_to(tmp_path / "elsewhere" / "hq")) for p in ps] for _, ps in there]
+    for (a, _), (b, _) in zip(here, there):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_crop_larger_than_stored_image_is_a_clear_error(built):

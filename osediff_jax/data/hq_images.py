@@ -56,18 +56,19 @@ class BuildReport:
         )
 
 
-def _candidates(source: Source) -> tuple[list[Path], list[Path]]:
-    """(image paths, non-image files) of one source."""
+def _candidates(source: Source) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """([(image path, its name within the source)], non-image files) of one source. The name is the
+    path relative to the folder, or the list file's line as written."""
     path = Path(source.path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
+        files = [(p, p.relative_to(path).as_posix()) for p in sorted(path.rglob("*")) if p.is_file()]
     elif path.is_file():
         lines = [line.strip() for line in path.read_text().splitlines()]
-        files = [Path(line) if os.path.isabs(line) else path.parent / line for line in lines if line]
+        files = [(Path(line) if os.path.isabs(line) else path.parent / line, line) for line in lines if line]
     else:
         raise FileNotFoundError(f"data source {path}: no such folder or list file")
-    images = [p for p in files if p.suffix.lower() in SUFFIXES]
-    others = [p for p in files if p.suffix.lower() not in SUFFIXES]
+    images = [(p, name) for p, name in files if p.suffix.lower() in SUFFIXES]
+    others = [p for p, _ in files if p.suffix.lower() not in SUFFIXES]
     return images[: source.limit] if source.limit is not None else images, others
 
 
@@ -104,10 +105,10 @@ class HQImages(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         report = BuildReport()
         self.build_report = report
-        for source in self.builder_config.sources:
+        for index, source in enumerate(self.builder_config.sources):
             images, others = _candidates(source)
             report.non_image += [str(p) for p in others]
-            for path in images:
+            for path, name in images:
                 try:
                     rgb = read_rgb(path)
                 except ImageReadError:
@@ -117,7 +118,9 @@ class HQImages(tfds.core.GeneratorBasedBuilder):
                     report.too_small.append(str(path))
                     continue
                 report.stored += 1
-                yield str(path), {"image": rgb, "path": str(path)}
+                # tfds orders the records by a hash of these keys: keys that do not depend on where the
+                # sources sit give the same order to the same images built in any folder.
+                yield f"{index}:{name}", {"image": rgb, "path": str(path)}
 
 
 def build_dataset(
