@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 METHODS = ("adain", "wavelet", "none")
-_BLUR = jnp.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], jnp.float32) / 16.0
+# NumPy, not jnp: a jnp array at import would start the XLA backend before the train command can call
+# jax.distributed.initialize().
+_BLUR = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], np.float32) / 16.0
 
 
 def adain(sr: jax.Array, lq: jax.Array, eps: float = 1e-5) -> jax.Array:
