@@ -109,6 +109,7 @@ def base() -> ml_collections.ConfigDict:
         every=1000, hr_dir="RealSR/HR", lq_dir="",  # lq_dir: LQ/HR pairs; empty: HR degraded once (seed)
         count=16, crop=512, seed=0))
     c.fsdp = 1  # devices per model replica that share the frozen weights and optimiser states
+    c.fsdp_min_size = 2**18  # leaves of at least this many elements are split over fsdp (leaf_spec)
     c.train = train_fields()
     return c
 

@@ -61,7 +61,7 @@ class Trainer:
         if ram is not None:  # the authors' prompts: RAM's tags of each GT crop, encoded inside the step
             frozen = prompts.with_ram(frozen, ram[1], self.model.params["text_encoder"])
             source = prompts.ram_prompt(ram[0], self.model.modules["text_encoder"], self.model.tokenizer_dir)
-        state_sh, frozen_sh = sharding.shardings(state, self.mesh), sharding.shardings(frozen, self.mesh)
+        state_sh, frozen_sh = (sharding.shardings(tree, self.mesh, config.fsdp_min_size) for tree in (state, frozen))
         self.state, self.frozen = sharding.put(state, state_sh), sharding.put(frozen, frozen_sh)
         self.loader = iter(make_loader(dataset, config.batch_size, config.data.crop, seed=config.seed,
                                        num_threads=config.data.threads))
