@@ -3,6 +3,9 @@
 Under CI a skipped test is a failure: nothing skipped counts as passing. Test modules that need the
 PyTorch references declare `pytestmark = pytest.mark.reference` (first in a list, if several); when the marker expression
 deselects them (`-m "not reference"`), they are not even imported, so that tier runs without torch.
+
+The training runs that several modules share (tests/training_runs.py launches them) are session
+fixtures here, so that a session launches each once.
 """
 
 import os
@@ -31,3 +34,33 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("CI") and report.skipped:
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, which counts as a failure: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """One compilation cache for every training subprocess of the session (or the one the
+    environment names, to keep it between sessions)."""
+    return Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or tmp_path_factory.getbasetemp() / "train_jax_cache")
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, cache) -> tuple:
+    """The uninterrupted run on 1 device, keeping every checkpoint and validating at the middle and
+    the end: (workdir, step, state, data state) at its end."""
+    from tests import training_runs as tr
+
+    cwd = tr.fresh(tmp_path_factory.mktemp("reference"))
+    r = tr.run(cwd, cache, "run", f"--config.val.every={tr.STEPS // 2}", f"--config.keep={tr.STEPS // tr.EVERY}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return (cwd / "run", *tr.trained(cwd / "run"))
+
+
+@pytest.fixture(scope="session")
+def four_devices(tmp_path_factory, cache, reference) -> Path:
+    """The workdir of the first steps on 1 process x 4 CPU devices, fsdp 2 (`training_runs.SHARDED`)."""
+    from tests import training_runs as tr
+
+    cwd = tr.fresh(tmp_path_factory.mktemp("four_devices"), reference[0])
+    r = tr.run(cwd, cache, "run", *tr.SHARDED, devices=4)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return cwd / "run"

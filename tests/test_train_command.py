@@ -1,115 +1,35 @@
 """`python -m osediff_jax.train` as a user runs it: real subprocesses in fresh folders with relative
-paths, real signals. One uninterrupted run is the reference; runs killed with SIGKILL (between two
-saves, and during an asynchronous save), stopped with SIGTERM, or stopped by a NaN are resumed and
-must end bit for bit where the reference ends; a run on 4 devices is continued on 1. Every run
-is `configs/tiny.py` at 32-pixel crops, batch 4, 6 steps, a checkpoint every 2 steps, all sharing one persistent compilation cache, so
-the step is compiled once for the whole module."""
+paths, real signals (tests/training_runs.py launches them; the shared runs are fixtures in
+tests/conftest.py). One uninterrupted run is the reference; one run killed with SIGKILL between two
+saves, resumed, killed with SIGKILL during an asynchronous save, resumed, stopped with SIGTERM and
+resumed again, and a run stopped by a NaN, must end bit for bit where the reference ends; the
+checkpoint of a run on 4 devices is continued on 1. Every run is `configs/tiny.py` at 32-pixel
+crops, batch 4, 12 steps, a checkpoint every 2 steps, all sharing one persistent compilation cache,
+so the step is compiled once per device layout for the session."""
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import jax
 import numpy as np
-import pytest
 from safetensors.numpy import load_file, save_file
 
 from osediff_jax import train
 from osediff_jax.inference.sr import make_sr_fn
-from osediff_jax.training import checkpoints
 from osediff_jax.weights import bundle, osediff_pkl
-
-ROOT = Path(__file__).resolve().parents[1]
-STEPS = 6
-SMALL = ["--config.data.crop=32", "--config.val.crop=32", "--config.batch_size=4", f"--config.steps={STEPS}",
-         "--config.checkpoint_every=2", "--config.val.every=0", "--config.log_every=1"]
-TMP = ".orbax-checkpoint-tmp"
-
-
-def env(cache: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": str(cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-
-
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory) -> Path:
-    """One compilation cache for every training subprocess of the session (or the one the
-    environment names, to keep it between sessions)."""
-    return Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or tmp_path_factory.getbasetemp() / "train_jax_cache")
-
-
-def argv(workdir: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "osediff_jax.train", "--config", "configs/tiny.py", "--workdir", workdir,
-            *SMALL, *extra]
-
-
-def fresh(tmp_path: Path, inputs_of: Path | None = None) -> Path:
-    """A working folder with the repository's configs/ beside it, as in a clone; with `inputs_of`
-    (a workdir), its random model, photographs and built dataset are copied into `run/`: tfds orders
-    the records by a hash of their absolute file paths, so a dataset built in another folder would
-    give another (equally valid) sequence of batches than the reference's."""
-    (tmp_path / "configs").symlink_to(ROOT / "configs")
-    if inputs_of is not None:
-        for name in ("random_sd", "photos", "tfds"):
-            shutil.copytree(inputs_of / name, tmp_path / "run" / name)
-    return tmp_path
-
-
-def run(cwd: Path, cache: Path, workdir: str, *extra: str, devices: int = 1) -> subprocess.CompletedProcess:
-    flags = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"} if devices > 1 else {}
-    return subprocess.run(argv(workdir, *extra), cwd=cwd, capture_output=True, text=True,
-                          env={**env(cache), **flags})
-
-
-def start(cwd: Path, cache: Path, workdir: str) -> subprocess.Popen:
-    return subprocess.Popen(argv(workdir), cwd=cwd, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=env(cache))
-
-
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600, poll: float = 0.002) -> None:
-    end = time.time() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"the run ended first: {proc.stderr.read()[-2000:]}"
-        assert time.time() < end, "timed out"
-        time.sleep(poll)
-
-
-def committed(ckpt: Path) -> list[int]:
-    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
-
-
-def trained(workdir: Path) -> tuple[int, dict, dict]:
-    return checkpoints.read(workdir / "checkpoints")
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    """Trainable trees, both optimiser states, step and key identical, bit for bit."""
-    flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
-    assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-    diff = [jax.tree_util.keystr(p) for (p, x), (_, y) in zip(flat_a, flat_b) if not np.array_equal(x, y)]
-    assert not diff, f"{len(diff)} of {len(flat_a)} arrays differ, e.g. {diff[:3]}"
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache) -> tuple[Path, int, dict, dict]:
-    """The uninterrupted run: (folder, step, state, data state) at its end."""
-    cwd = fresh(tmp_path_factory.mktemp("reference"))
-    r = run(cwd, cache, "run", "--config.val.every=3")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return (cwd / "run", *trained(cwd / "run"))
+from tests.training_runs import EVERY, SHARDED_STEPS, STEPS, TMP, assert_same_state, committed, env, fresh, run, \
+    start, trained, wait_for
 
 
 def test_reference_run_leaves_everything(reference):
     workdir, step, state, data = reference
     assert step == STEPS and int(state["step"]) == STEPS
-    assert committed(workdir / "checkpoints") == [2, 4, 6]
+    assert committed(workdir / "checkpoints") == list(range(EVERY, STEPS + 1, EVERY))
     assert sorted(p.name for p in (workdir / "export" / f"step_{STEPS}").iterdir()) == ["merged", "osediff",
                                                                                          "osediff.pkl"]
-    assert [p.name for p in sorted((workdir / "validation").iterdir())] == ["step_3.png", "step_6.png"]
+    assert sorted(p.name for p in (workdir / "validation").iterdir()) == [f"step_{STEPS}.png", f"step_{STEPS // 2}.png"]
     assert (workdir / "sample" / "sr.png").is_file() and (workdir / "sample" / "lq.png").is_file()
     events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 1000
@@ -137,64 +57,62 @@ def test_export_gives_the_checkpoint_generator(reference):
     assert np.abs(want).max() > 0 and np.abs(got - want).max() <= 1e-5  # float32 rounding of the merge
 
 
-def test_kill9_between_saves_resumes_bit_exact(reference, tmp_path, cache):
+def test_kill9_twice_and_sigterm_resume_bit_exact(reference, tmp_path, cache):
+    """One run, interrupted three times and resumed each time with the same command: SIGKILL between two
+    saves, SIGKILL while an asynchronous save is being written, SIGTERM (saves the current step); the
+    last resume runs to the end, bit for bit where the reference ends."""
     cwd = fresh(tmp_path, reference[0])
-    proc = start(cwd, cache, "run")
     ckpt = cwd / "run" / "checkpoints"
-    wait_for(lambda: committed(ckpt) == [2] and not list(ckpt.glob(f"*{TMP}*")), proc)
+
+    def partial() -> set[str]:
+        return {p.name for p in ckpt.iterdir() if TMP in p.name} if ckpt.is_dir() else set()
+
+    # SIGKILL between saves: step 2 committed, no save under way.
+    proc = start(cwd, cache, "run")
+    wait_for(lambda: committed(ckpt) == [2] and not partial(), proc)
     proc.kill()
     assert proc.wait() == -signal.SIGKILL
-    killed_at = committed(ckpt)
-    assert killed_at and killed_at[-1] < STEPS
-    r = run(cwd, cache, "run")
-    assert r.returncode == 0 and f"at step {killed_at[-1]}" in r.stderr, r.stderr[-3000:]
-    step, state, data = trained(cwd / "run")
-    assert step == STEPS and data == reference[3]
-    assert_same_state(state, reference[2])
+    killed_at = committed(ckpt)[-1]
+    leftover = partial()  # a save that began as the kill landed
 
-
-def test_kill9_during_async_save_resumes_bit_exact(reference, tmp_path, cache):
-    cwd = fresh(tmp_path, reference[0])
+    # SIGKILL during an asynchronous save: a new save (of step 8 at the latest, leaving steps for the
+    # SIGTERM below) has begun and is not committed.
     proc = start(cwd, cache, "run")
-    ckpt = cwd / "run" / "checkpoints"
-    # A save of step 4 or later has begun (its temporary folder exists) and is not committed yet.
-    wait_for(lambda: any(p.name.split(".")[0] in ("4", "6") and TMP in p.name for p in ckpt.iterdir())
-             if ckpt.is_dir() else False, proc, poll=0.001)
+    wait_for(lambda: any(killed_at < int(n.split(".")[0]) <= STEPS - 4 for n in partial() - leftover), proc,
+             poll=0.001)
     proc.kill()
-    assert proc.wait() == -signal.SIGKILL
-    partial = [p.name for p in ckpt.iterdir() if TMP in p.name]
-    assert partial, "the save completed before the kill landed"
-    saving = int(partial[0].split(".")[0])
-    r = run(cwd, cache, "run")
-    assert r.returncode == 0, r.stderr[-3000:]
-    resumed = int(r.stderr.split("at step ")[1].split()[0])
-    assert resumed < saving, r.stderr[-3000:]
-    assert not list(ckpt.glob(f"*{TMP}*"))  # the leftover was removed at the restart
-    step, state, data = trained(cwd / "run")
-    assert step == STEPS and data == reference[3]
-    assert_same_state(state, reference[2])
+    err = proc.communicate()[1]
+    assert proc.returncode == -signal.SIGKILL
+    assert f"at step {killed_at}" in err, err[-3000:]
+    leftover = partial() - leftover
+    assert leftover, "the save completed before the kill landed"
+    saving = min(int(n.split(".")[0]) for n in leftover)
+    resumed = committed(ckpt)[-1]
+    assert resumed < saving
 
-
-def test_sigterm_saves_the_current_step_and_resumes_bit_exact(reference, tmp_path, cache):
-    cwd = fresh(tmp_path, reference[0])
+    # SIGTERM once the resumed run has committed a new checkpoint: it saves the step it is at.
     proc = start(cwd, cache, "run")
-    ckpt = cwd / "run" / "checkpoints"
-    wait_for(lambda: committed(ckpt) == [2], proc)
+    wait_for(lambda: committed(ckpt)[-1] > resumed, proc)
+    assert not leftover & partial()  # the restart removed the interrupted save's temporary folder
     proc.send_signal(signal.SIGTERM)
-    err = proc.communicate(timeout=300)[1]
+    err = proc.communicate(timeout=600)[1]
     assert proc.returncode == 143, err[-3000:]
+    assert f"at step {resumed}" in err and "interrupted (SIGTERM)" in err, err[-3000:]
     saved = int(err.split("saved step ")[1].split()[0])
-    assert "interrupted (SIGTERM)" in err and committed(ckpt)[-1] == saved and 2 <= saved < STEPS, err[-3000:]
+    assert committed(ckpt)[-1] == saved and resumed < saved < STEPS, err[-3000:]
+
     r = run(cwd, cache, "run")
     assert r.returncode == 0 and f"at step {saved}" in r.stderr, r.stderr[-3000:]
+    assert not partial()
     step, state, data = trained(cwd / "run")
     assert step == STEPS and data == reference[3]
     assert_same_state(state, reference[2])
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(reference, tmp_path, cache):
-    """A NaN in a frozen weight (same shapes, so the same compiled step) makes step 7's losses NaN:
-    the run stops with exit 1 naming them, and step 6 stays the latest checkpoint."""
+    """A NaN in a frozen weight (same shapes, so the same compiled step) makes the losses of the step
+    after the reference's end NaN: the run stops with exit 1 naming them, and the reference's last
+    step stays the latest checkpoint."""
     cwd = fresh(tmp_path)
     shutil.copytree(reference[0], cwd / "run", symlinks=True)
     vae = cwd / "run" / "random_sd" / "vae" / "diffusion_pytorch_model.safetensors"
@@ -208,16 +126,15 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(reference, tmp_path, cache
     assert_same_state(trained(cwd / "run")[1], reference[2])
 
 
-def test_checkpoint_of_4_devices_continues_on_1(reference, tmp_path, cache):
-    """4 steps on 4 devices (batch split 1 per device), then steps 5 and 6 on 1 device from its
-    checkpoint: the same data sequence, and parameters within float tolerance of the reference (the
-    partitioned program sums in another order)."""
-    cwd = fresh(tmp_path, reference[0])
-    r = run(cwd, cache, "run", "--config.steps=4", devices=4)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert committed(cwd / "run" / "checkpoints") == [2, 4]
+def test_checkpoint_of_4_devices_continues_on_1(reference, four_devices, tmp_path, cache):
+    """The run of 4 devices (fsdp 2, batch split 1 per device) continued from its last checkpoint on 1
+    device to the end: the same data sequence, and parameters within float tolerance of the reference
+    (the partitioned program sums in another order)."""
+    cwd = fresh(tmp_path)
+    shutil.copytree(four_devices, cwd / "run", symlinks=True)
+    assert committed(cwd / "run" / "checkpoints") == list(range(EVERY, SHARDED_STEPS + 1, EVERY))
     r = run(cwd, cache, "run")
-    assert r.returncode == 0 and "at step 4" in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 0 and f"at step {SHARDED_STEPS}" in r.stderr, r.stderr[-3000:]
     step, state, data = trained(cwd / "run")
     assert step == STEPS and data == reference[3]
     diff = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(state["gen"]),
