@@ -1,110 +1,138 @@
-"""Sharded training: three real launches of `tests/sharded_steps.py` through `launch/local.sh` (3 steps
-of the small random model on scikit-image's photographs, 32-pixel crops, global batch 4):
+"""Sharded training through the train command: `python -m osediff_jax.train` on
 
-    1 process  x 1 CPU device
-    1 process  x 4 CPU devices, fsdp 2 (weights, optimiser states and conv_in split over 2 devices)
-    2 processes x 2 CPU devices, fsdp 2 (jax.distributed, gloo collectives)
+    1 process  x 1 CPU device               (the session's reference run, tests/conftest.py)
+    1 process  x 4 CPU devices, fsdp 2      (the session's `four_devices` run)
+    2 processes x 2 CPU devices, fsdp 2     (launch/local.sh 2 2 ..., jax.distributed, gloo collectives)
 
-give the same losses and the same trained LoRA within float32 rounding; the sharding rules; the
-launcher's failure handling. A persistent compilation cache under pytest's cache folder makes reruns
-fast (the first run compiles the step four times: the two processes compile their own)."""
+give the same losses and gradient norms at every step, read from their TensorBoard event files, and
+the same trained LoRA at a common checkpoint, within float32 rounding; the 2-process run writes its
+random model and dataset itself (process 0 writes, the other waits) and leaves one set of logs and
+exports. Also: which leaves fsdp splits (on the tiny model's real state, with an abstract mesh), the
+sharding rules, and the launcher's failure handling."""
 
-import json
-import os
+import struct
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
-import skimage
+from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 from jax.tree_util import DictKey, GetAttrKey
+from tensorboardX.proto import event_pb2
 
-from osediff_jax.data import hq_images
+from osediff_jax.metrics.lpips import lpips_params
+from osediff_jax.training import config as config_lib
 from osediff_jax.training import sharding
-from osediff_jax.weights import random_sd
+from osediff_jax.training.state import init_train_state
+from osediff_jax.weights import bundle
+from tests.training_runs import FSDP, FSDP_MIN_SIZE, ROOT, SHARDED, SHARDED_STEPS, TMP, argv, committed, env, fresh, \
+    trained
 
-ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch" / "local.sh"
-CROP, STEPS = 32, 3
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "color.png",
-          "retina.jpg", "ihc.png")
-RUNS = {"1x1": (1, 1, 1), "1x4": (1, 4, 2), "2x2": (2, 2, 2)}  # processes, devices each, fsdp
+NAMES = ("l2", "lpips", "vsd", "reg", "loss", "gen_grad_norm", "reg_grad_norm")
 # Losses and gradient norms: 1 device and 4 sum the batch and the pixels in other orders (float32
-# rounding, ~1e-7 a sum, grown through 3 steps; measured at most 4.8e-6 relative). 2x2 vs 1x4 run the
-# same partitioned program and differ only in the order of gloo's sums.
+# rounding, ~1e-7 a sum, grown through the steps; measured at most 4.8e-6 relative over 3 steps).
+# 2x2 and 1x4 run the same partitioned program and differ only in the order of gloo's sums.
 LOSS_RTOL = 2e-5
-# Parameters (lr 1e-3, 3 steps): Adam divides by sqrt(v), so elements whose gradient is near zero move
-# by up to lr whatever its rounding; measured at most 1.9e-5. A regulariser updated from one device's
-# quarter of the batch (the authors' per-GPU copies) would move by ~lr, far outside this.
-PARAM_ATOL = 1e-4
+# Parameters (tiny config, lr 2e-4): Adam divides by sqrt(v), so an element whose gradient is near
+# zero moves by up to lr whatever its rounding (measured at most 1.9e-5 with lr 1e-3, i.e. lr/50). A
+# regulariser updated from one device's quarter of the batch (the authors' per-GPU copies) would move
+# most elements by a different ~lr, far outside lr/5.
+LR = 2e-4
+PARAM_ATOL = LR / 5
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, request) -> dict:
-    """{name: (the run's JSON, its arrays, seconds)} of the three launches, from a fresh working folder."""
-    work = tmp_path_factory.mktemp("sharded")
-    random_sd.write_random_sd(work / "sd", seed=0)
-    photos = Path(skimage.__file__).parent / "data"
-    (work / "photos.txt").write_text("\n".join(str(photos / n) for n in PHOTOS) + "\n")
-    folder, report = hq_images.build_dataset([hq_images.Source(str(work / "photos.txt"))], work / "tfds", "photos",
-                                             min_size=CROP)
-    assert report.stored == len(PHOTOS)
-    env = {**os.environ, "PYTHONPATH": str(ROOT),
-           "JAX_COMPILATION_CACHE_DIR": str(request.config.cache.mkdir("jax_compilation_cache"))}
-    out = {}
-    for name, (processes, devices, fsdp) in RUNS.items():
-        start = time.monotonic()
-        r = subprocess.run([str(LAUNCH), str(processes), str(devices), sys.executable, "-m", "tests.sharded_steps",
-                            "--sd", "sd", "--data", str(folder.relative_to(work)), "--out", name, "--fsdp", str(fsdp),
-                            "--fsdp-min-size", "1024", "--steps", str(STEPS), "--crop", str(CROP)],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, f"{name}:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
-        out[name] = (json.loads((work / f"{name}.json").read_text()), dict(np.load(work / f"{name}.npz")),
-                     time.monotonic() - start)
-        print(f"{name}: {out[name][2]:.0f} s")
+def scalars(workdir: Path) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of every scalar in the run's TensorBoard event files (TFRecord framing:
+    length, its CRC, the Event proto, its CRC)."""
+    out = defaultdict(dict)
+    for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            n = struct.unpack("<Q", data[i:i + 8])[0]
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                if v.HasField("simple_value"):
+                    out[v.tag][event.step] = v.simple_value
     return out
 
 
-def test_launches_ran_as_configured(runs):
-    for name, (processes, devices, _) in RUNS.items():
-        result = runs[name][0]
-        assert (result["processes"], result["devices"], result["step"]) == (processes, processes * devices, STEPS)
-    assert runs["1x1"][0]["split"] == []
-    for name in ("1x4", "2x2"):
-        split = runs[name][0]["split"]
-        assert split == runs["1x4"][0]["split"]
-        # Frozen base kernels, trainable leaves and their optimiser moments (the small model's conv_in and
-        # convolutions' lora_A reach 1024 elements), never the step, keys, counts or embeddings.
-        assert "['frozen']['unet']['down_blocks_0']['resnets_0']['conv1']['kernel']" in split
-        assert "['state']['gen']['conv_in']['kernel']" in split
-        assert "['state']['gen_opt'][1][0].mu['conv_in']['kernel']" in split
-        assert not any(p.endswith(("['step']", "['key']", ".count", "_embeds']")) for p in split)
+def metrics(workdir: Path) -> np.ndarray:
+    """[step, name] of the first SHARDED_STEPS steps' losses and gradient norms."""
+    s = scalars(workdir)
+    return np.array([[s[f"train/{k}"][step] for k in NAMES] for step in range(1, SHARDED_STEPS + 1)])
 
 
-def test_losses_and_parameters_agree_across_device_counts(runs):
-    names = ("l2", "lpips", "vsd", "reg", "loss", "gen_grad_norm", "reg_grad_norm")
-    want = np.array([[m[k] for k in names] for m in runs["1x1"][0]["metrics"]])
-    assert want.shape == (STEPS, len(names)) and np.all(np.isfinite(want))
-    base = runs["1x1"][1]
-    moved = {k: np.abs(base[k] - base[k.replace("['trained']", "['initial']", 1)]).max()
-             for k in base if k.startswith("['trained']")}
-    # The steps move both LoRA (reg and the generator's): a disagreement would show.
-    assert max(v for k, v in moved.items() if "['reg']" in k) > 10 * PARAM_ATOL
-    assert max(v for k, v in moved.items() if "['gen']['unet_lora']" in k) > 10 * PARAM_ATOL
-    for name in ("1x4", "2x2"):
-        got = np.array([[m[k] for k in names] for m in runs[name][0]["metrics"]])
-        rel = np.abs(got - want) / np.abs(want)
-        print(f"{name} vs 1x1: largest relative loss difference {rel.max():.2e}")
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, cache) -> tuple[Path, subprocess.CompletedProcess]:
+    """The 2 x 2 run from an empty workdir, through the launch script as README shows it."""
+    cwd = fresh(tmp_path_factory.mktemp("two_processes"))
+    start = time.monotonic()
+    r = subprocess.run([str(LAUNCH), "2", "2", *argv("run", *SHARDED)], cwd=cwd, env=env(cache),
+                       capture_output=True, text=True, timeout=1800)
+    print(f"2 processes x 2 devices: {time.monotonic() - start:.0f} s")
+    assert r.returncode == 0, f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    return cwd / "run", r
+
+
+def test_two_processes_leave_one_run(two_processes):
+    workdir, r = two_processes
+    assert committed(workdir / "checkpoints") == [2, SHARDED_STEPS]
+    assert int(trained(workdir)[1]["step"]) == SHARDED_STEPS
+    assert sorted(p.name for p in (workdir / "export" / f"step_{SHARDED_STEPS}").iterdir()) == [
+        "merged", "osediff", "osediff.pkl"]
+    assert len(list((workdir / "tensorboard").glob("events.out.tfevents.*"))) == 1  # process 0 alone logs
+    assert "[0] " in r.stderr and "[1] " in r.stderr
+    assert not list(workdir.rglob(f"*{TMP}*")) and not list(workdir.rglob(".*.tmp*"))
+
+
+def test_losses_and_parameters_agree_across_device_counts(reference, four_devices, two_processes):
+    want = metrics(reference[0])
+    assert np.all(np.isfinite(want)) and np.all(want != 0)
+    base = trained(reference[0], SHARDED_STEPS)[1]
+    before = trained(reference[0], 2)[1]
+    # Steps 3 and 4 move both LoRA (the regulariser's and the generator's): a disagreement would show.
+    for part in ("reg", "gen"):
+        moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(base[part]),
+                                                                 jax.tree.leaves(before[part])))
+        assert moved > 2 * PARAM_ATOL, (part, moved)
+    runs = {"1x4": four_devices, "2x2": two_processes[0]}
+    for name, workdir in runs.items():
+        rel = np.abs(metrics(workdir) - want) / np.abs(want)
+        print(f"{name} vs 1x1: largest relative loss / gradient-norm difference {rel.max():.2e}")
         assert rel.max() <= LOSS_RTOL, name
-        params = runs[name][1]
-        diff = max(np.abs(params[k] - base[k]).max() for k in moved)
+        got = trained(workdir, SHARDED_STEPS)[1]
+        diff = max(float(np.abs(a - b).max()) for part in ("gen", "reg")
+                   for a, b in zip(jax.tree.leaves(got[part]), jax.tree.leaves(base[part])))
         print(f"{name} vs 1x1: largest parameter difference {diff:.2e}")
         assert diff <= PARAM_ATOL, name
-    two, four = runs["2x2"][0]["metrics"], runs["1x4"][0]["metrics"]
-    assert max(abs(a[k] - b[k]) / abs(b[k]) for a, b in zip(two, four) for k in names) <= LOSS_RTOL
+    two, four = metrics(two_processes[0]), metrics(four_devices)
+    assert (np.abs(two - four) / np.abs(four)).max() <= LOSS_RTOL
+
+
+def test_fsdp_splits_the_large_leaves(reference):
+    """The shardings of the 4-device runs (fsdp 2, leaves of at least FSDP_MIN_SIZE elements): frozen
+    base kernels, trainable leaves and their optimiser moments, never the step, keys, counts or
+    embeddings."""
+    config = config_lib.load(ROOT / "configs" / "tiny.py")
+    model = bundle.load(reference[0] / "random_sd")
+    state, frozen = init_train_state(model, lpips_params("vgg", None, random_backbone=True), jax.random.key(0),
+                                     config_lib.train_config(config))
+    mesh = AbstractMesh((2, FSDP), sharding.AXES)
+    split = [jax.tree_util.keystr(path) for path, s in jax.tree_util.tree_leaves_with_path(
+        {"state": sharding.shardings(state, mesh, FSDP_MIN_SIZE), "frozen": sharding.shardings(frozen, mesh,
+                                                                                               FSDP_MIN_SIZE)})
+        if s.spec != P()]
+    assert "['frozen']['unet']['down_blocks_0']['resnets_0']['conv1']['kernel']" in split
+    assert "['state']['gen']['conv_in']['kernel']" in split
+    assert "['state']['gen_opt'][1][0].mu['conv_in']['kernel']" in split
+    assert not any(p.endswith(("['step']", "['key']", ".count", "_embeds']")) for p in split)
 
 
 def test_leaf_rule():

@@ -56,12 +56,18 @@ def restore(mngr: ocp.CheckpointManager, like: dict, step: int | None = None) ->
 
 def read(directory: str | os.PathLike, step: int | None = None) -> tuple[int, dict, dict]:
     """(step, state as host numpy arrays with the key's raw data, data_state) without a model: for
-    inspecting and comparing checkpoints."""
-    with ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "data"),
+    inspecting and comparing checkpoints, whatever devices and processes wrote them."""
+    directory = os.path.abspath(directory)
+    with ocp.CheckpointManager(directory, item_names=("state", "data"),
                                options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
         step = mngr.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{directory}: no checkpoint")
-        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+        with ocp.StandardCheckpointer() as ckpt:
+            stored = ckpt.metadata(os.path.join(directory, str(step), "state"))
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                              getattr(stored, "item_metadata", stored))
+        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                          data=ocp.args.JsonRestore()))
     return step, jax.tree.map(np.asarray, dict(out["state"])), out["data"]

@@ -52,9 +52,15 @@ class Trainer:
         lpips = inputs.load_lpips(config)
         ram = inputs.load_ram(config)
         workdir.mkdir(parents=True, exist_ok=True)
+        # Process 0 writes what every process then reads (the random model, the photographs, the
+        # built dataset), while the others wait; with the real config they only check and read.
+        if not self.main:
+            sharding.barrier("inputs written")
         dataset = inputs.build_dataset(config, workdir)
         val_dirs = inputs.validation_dirs(config, workdir) if config.val.every else None
         self.model = inputs.load_model(config, workdir)
+        if self.main:
+            sharding.barrier("inputs written")
         self.mesh = sharding.make_mesh(config.fsdp)
         state, frozen = init_train_state(self.model, lpips, jax.random.key(config.seed), self.train_config)
         source = prompts.fixed_prompt
@@ -181,3 +187,6 @@ class Trainer:
         self.export()
         if self.writer is not None:
             self.writer.close()
+        # Nobody leaves before process 0 has written the export: jax.distributed's shutdown would
+        # otherwise time out waiting for it and abort it mid-write.
+        sharding.barrier("finished")

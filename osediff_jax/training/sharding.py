@@ -134,13 +134,20 @@ def global_batch(local: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
 _barriers = itertools.count()
 
 
-def compile_together(jitted: Callable, *args: Any) -> Callable:
-    """`jitted` compiled for `args`, returned once every process has compiled it (the coordination
-    service's barrier, not a collective). Processes compile at different speeds, or one loads from
-    the compilation cache, and CPU collectives (gloo) give them 30 s to meet at a program's first
-    collective; call the result with arguments of the same shapes and shardings."""
-    compiled = jitted.lower(*args).compile()
+def barrier(what: str) -> None:
+    """Wait until every process has reached this call (the coordination service's barrier, not a
+    device collective, so no 30 s gloo limit); nothing to do in a single process. Every process
+    must make the same sequence of calls."""
     if jax.process_count() > 1:
-        multihost.sync_global_processes(f"osediff_jax compiled {next(_barriers)}", timeout=24 * 3600,
+        multihost.sync_global_processes(f"osediff_jax {what} {next(_barriers)}", timeout=24 * 3600,
                                         processes=set(range(jax.process_count())))
+
+
+def compile_together(jitted: Callable, *args: Any) -> Callable:
+    """`jitted` compiled for `args`, returned once every process has compiled it. Processes compile
+    at different speeds, or one loads from the compilation cache, and CPU collectives (gloo) give
+    them 30 s to meet at a program's first collective; call the result with arguments of the same
+    shapes and shardings."""
+    compiled = jitted.lower(*args).compile()
+    barrier("compiled")
     return compiled

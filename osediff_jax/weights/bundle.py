@@ -30,10 +30,19 @@ def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / CONFIGS).is_file() and (Path(path) / "params").is_dir()
 
 
+def _this_process_alone() -> ocp.StandardCheckpointer:
+    """A checkpointer for host arrays that this process writes or reads on its own: in a job of
+    several processes (jax.distributed), Orbax would otherwise wait at barriers for the others, e.g.
+    while process 0 alone exports the trained model."""
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process_{me}"))
+
+
 def save_tree(path: Path, tree: Any) -> None:
     """An Orbax parameter tree, stored as host numpy arrays (dtypes kept). Ctrl-C and SIGTERM take
     effect when the save is complete, so that the caller can remove the folder cleanly."""
-    with signals_deferred(), ocp.StandardCheckpointer() as ckpt:
+    with signals_deferred(), _this_process_alone() as ckpt:
         ckpt.save(Path(path).absolute(), jax.tree.map(np.asarray, tree))
         ckpt.wait_until_finished()
 
@@ -43,7 +52,7 @@ def restore_tree(path: Path, components: tuple[str, ...] | None = None) -> dict:
     corrupt data, in one line."""
     path = Path(path).absolute()
     previous, sys.unraisablehook = sys.unraisablehook, _without_closed_loop_reports(sys.unraisablehook)
-    with ocp.StandardCheckpointer() as ckpt:
+    with _this_process_alone() as ckpt:
         try:
             stored = ckpt.metadata(path)
             stored = getattr(stored, "item_metadata", stored)
