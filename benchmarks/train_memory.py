@@ -17,14 +17,17 @@ b1-merged (batch 1, no remat, LoRA unmerged / merged into the kernels: the FLOPs
 On the CPU this is what XLA plans for the CPU; a GPU's plan has the same program and can differ.
 
 What XLA plans for a GPU, without one (deviceless ahead-of-time compilation): the GPU's code paths
-compiled by XLA's GPU compiler for a target described in benchmarks/gpu_targets/ (h100_sxm,
-a100_sxm_80). It needs JAX's CUDA plugin, kept out of the project's environment (installed there,
-it would become JAX's default backend wherever a GPU is found):
+compiled by XLA's GPU compiler for a target description: a GpuTargetConfigProto text file, e.g.
+XLA's own xla/tools/hlo_opt/gpu_specs/h100_sxm.txtpb (openxla/xla, Apache-2.0) with the two version
+blocks that cuDNN-dependent rewrites read added at its end (`dnn_version_info { major: 9 minor: 8 }`
+and `runtime_version { major: 12 minor: 8 }`, what jax-cuda12-plugin 0.10.2 requires at least). It
+needs JAX's CUDA plugin, kept out of the project's environment (installed there, it would become
+JAX's default backend wherever a GPU is found):
 
   python -m venv --system-site-packages /work/venv-gpuaot    # the project's packages stay visible
   /work/venv-gpuaot/bin/pip install --no-deps jax-cuda12-plugin==0.10.2 jax-cuda12-pjrt==0.10.2
-  /work/venv-gpuaot/bin/python -m benchmarks.train_memory --run b4 --gpu-target h100_sxm
-  /work/venv-gpuaot/bin/python -m benchmarks.train_memory --run b1-remat --gpu-target h100_sxm
+  /work/venv-gpuaot/bin/python -m benchmarks.train_memory --run b4 --gpu-target h100_sxm.txtpb
+  /work/venv-gpuaot/bin/python -m benchmarks.train_memory --run b1-remat --gpu-target h100_sxm.txtpb
 
 (the plugin's version is JAX's; no CUDA, cuDNN or driver libraries are needed to compile). Autotuning
 is off (it times kernels on the device) and matrix products go to cuBLAS: the plan is that of XLA's
@@ -61,7 +64,6 @@ from osediff_jax.training.step import make_losses, make_train_step, sample_draws
 from osediff_jax.weights import osediff_pkl  # noqa: E402
 
 # Target configs of GPUs for deviceless compilation (`--gpu-target`): see each file for its origin.
-GPU_TARGETS = Path(__file__).with_name("gpu_targets")
 RUNS = {"b4": (4, dict(remat="elementwise")), "b1-remat": (1, dict(remat="blocks")), "b1": (1, dict(remat="elementwise")),
         "b1-merged": (1, dict(remat="elementwise", merged_lora=True))}
 GIB = 2**30
@@ -101,13 +103,13 @@ def traced_for_gpu():
         jax.default_backend = cpu
 
 
-def gpu_target_device(name: str) -> jax.sharding.Sharding:
-    """A compile-only device of the GPU that `GPU_TARGETS / <name>.txtpb` describes: XLA's GPU compiler
+def gpu_target_device(path: str) -> jax.sharding.Sharding:
+    """A compile-only device of the GPU that the target config file `path` describes: XLA's GPU compiler
     (the CUDA PJRT plugin) compiles for it without a GPU, from the description alone."""
     from jax.experimental import topologies
 
     topology = topologies.get_topology_desc(platform="cuda", topology="1x1x1",
-                                            target_config=(GPU_TARGETS / f"{name}.txtpb").read_text())
+                                            target_config=Path(path).read_text())
     return jax.sharding.SingleDeviceSharding(topology.devices[0])
 
 
@@ -353,12 +355,14 @@ def main() -> None:
     parser.add_argument("--xla-dump", metavar="DIR",
                         help="dump XLA's buffer assignment to DIR (a new folder) and report the peak without "
                              "the CPU-only buffers (float32 copies of bf16 values, convolution layout copies)")
-    parser.add_argument("--gpu-target", choices=sorted(p.stem for p in GPU_TARGETS.glob("*.txtpb")),
-                        help="compile the GPU's code paths for this GPU with XLA's GPU compiler, without a GPU "
+    parser.add_argument("--gpu-target", metavar="TXTPB",
+                        help="a GPU target config file (see the docstring): compile the GPU's code paths for this GPU with XLA's GPU compiler, without a GPU "
                              "(needs the CUDA plugin: see the docstring); no autotuning")
     args = parser.parse_args()
     if args.gpu_target and (args.lowered or args.xla_dump):
         parser.error("--gpu-target compiles for the GPU: --lowered and --xla-dump are for the CPU's compilation")
+    if args.gpu_target and not Path(args.gpu_target).is_file():
+        parser.error(f"--gpu-target {args.gpu_target}: no such file (a GpuTargetConfigProto text file: see the docstring)")
     if args.gpu_target and not (importlib.util.find_spec("jax_plugins")
                                 and importlib.util.find_spec("jax_plugins.xla_cuda12")):
         parser.error("--gpu-target needs JAX's CUDA plugin (jax-cuda12-plugin, jax-cuda12-pjrt): see the docstring")
@@ -378,7 +382,7 @@ def main() -> None:
         figures = compiled_figures(args, args.run)
     header = ["run", *figures]
     fmt = lambda x: f"{x:.2f}" if isinstance(x, float) else str(x)
-    target = f"{args.gpu_target}, compiled without a GPU" if args.gpu_target else jax.devices()[0].platform
+    target = f"{Path(args.gpu_target).stem}, compiled without a GPU" if args.gpu_target else jax.devices()[0].platform
     harness.print_table(f"Training step, full SD-2.1-base, {args.size}x{args.size}, bf16 compute ({target})",
                         header, [[args.run, *map(fmt, figures.values())]])
 

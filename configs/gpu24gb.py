@@ -1,7 +1,7 @@
 """The paper's setup on one 24 GB GPU: global batch 16 as 16 micro-batches of 1 (one update per 16
 images), whole UNet/VAE blocks recomputed in the backward pass (remat "blocks"), bf16 compute and
 frozen weights. XLA's GPU compiler plans 4.9 GiB for this step at batch 1 with the prompt embeddings
-given (`python -m benchmarks.train_memory --run b1-remat --gpu-target h100_sxm`, compiled without a
+given (`python -m benchmarks.train_memory --run b1-remat --gpu-target h100_sxm.txtpb`, compiled without a
 GPU; BENCHMARKS.md, training memory); the RAM tagger inside the step adds its weights and activations.
 Not yet run on a GPU.
 
