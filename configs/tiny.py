@@ -3,8 +3,9 @@
     python -m osediff_jax.train --config configs/tiny.py --workdir tiny_run
 
 A small SD-shaped model with RANDOM weights (written into the workdir), trained on photographs that
-scikit-image ships (64-pixel crops, batch 4), LPIPS with a random VGG (said on screen), validation
-on two other bundled photographs. It ends with the exported model, validation strips and one
+scikit-image ships (64-pixel crops, batch 4) with LPIPS-alex on a random backbone (said on screen;
+the paper's VGG16 would take half of this small model's step), validation on two other bundled
+photographs. It ends with the exported model, validation strips and one
 upscaled sample image in the workdir. It shows the pipeline; real results need the SD-2.1-base
 weights and real data (configs/a100x4.py, gpu1.py, gpu24gb.py).
 """
@@ -31,4 +32,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.val.update(every=150, hr_dir="", count=2, crop=64)
     # A larger rate than the paper's 5e-5: the random model has to move in a few hundred steps.
     c.train.learning_rate = 2e-4
+    c.train.lpips_net = "alex"
     return c

@@ -5,7 +5,7 @@ PyTorch references declare `pytestmark = pytest.mark.reference` (first in a list
 deselects them (`-m "not reference"`), they are not even imported, so that tier runs without torch.
 
 The training runs that several modules share (tests/training_runs.py launches them) are session
-fixtures here, so that a session launches each once.
+fixtures here, so that a session launches each once; the first two are launched together.
 """
 
 import os
@@ -44,23 +44,28 @@ def cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory, cache) -> tuple:
+def _first_runs(tmp_path_factory, cache) -> tuple[Path, Path]:
+    """The workdirs of the reference run and the 4-device run, launched together (each writes its own
+    random model, photographs and dataset: the same files, seeded)."""
+    from tests import training_runs as tr
+
+    ref, four = tr.fresh(tmp_path_factory.mktemp("reference")), tr.fresh(tmp_path_factory.mktemp("four_devices"))
+    every = (f"--config.val.every={tr.STEPS // 2}", f"--config.keep={tr.STEPS // tr.EVERY}")
+    for r in tr.run_together(cache, (ref, every, 1), (four, tuple(tr.SHARDED), 4)):
+        assert r.returncode == 0, r.stderr[-3000:]
+    return ref / "run", four / "run"
+
+
+@pytest.fixture(scope="session")
+def reference(_first_runs) -> tuple:
     """The uninterrupted run on 1 device, keeping every checkpoint and validating at the middle and
     the end: (workdir, step, state, data state) at its end."""
     from tests import training_runs as tr
 
-    cwd = tr.fresh(tmp_path_factory.mktemp("reference"))
-    r = tr.run(cwd, cache, "run", f"--config.val.every={tr.STEPS // 2}", f"--config.keep={tr.STEPS // tr.EVERY}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return (cwd / "run", *tr.trained(cwd / "run"))
+    return (_first_runs[0], *tr.trained(_first_runs[0]))
 
 
 @pytest.fixture(scope="session")
-def four_devices(tmp_path_factory, cache, reference) -> Path:
+def four_devices(_first_runs) -> Path:
     """The workdir of the first steps on 1 process x 4 CPU devices, fsdp 2 (`training_runs.SHARDED`)."""
-    from tests import training_runs as tr
-
-    cwd = tr.fresh(tmp_path_factory.mktemp("four_devices"), reference[0])
-    r = tr.run(cwd, cache, "run", *tr.SHARDED, devices=4)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return cwd / "run"
+    return _first_runs[1]

@@ -122,8 +122,8 @@ def test_fsdp_splits_the_large_leaves(reference):
     embeddings."""
     config = config_lib.load(ROOT / "configs" / "tiny.py")
     model = bundle.load(reference[0] / "random_sd")
-    state, frozen = init_train_state(model, lpips_params("vgg", None, random_backbone=True), jax.random.key(0),
-                                     config_lib.train_config(config))
+    lpips = lpips_params(config.train.lpips_net, None, random_backbone=True)
+    state, frozen = init_train_state(model, lpips, jax.random.key(0), config_lib.train_config(config))
     mesh = AbstractMesh((2, FSDP), sharding.AXES)
     split = [jax.tree_util.keystr(path) for path, s in jax.tree_util.tree_leaves_with_path(
         {"state": sharding.shardings(state, mesh, FSDP_MIN_SIZE), "frozen": sharding.shardings(frozen, mesh,

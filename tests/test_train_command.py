@@ -11,16 +11,18 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from safetensors.numpy import load_file, save_file
 
 from osediff_jax import train
 from osediff_jax.inference.sr import make_sr_fn
 from osediff_jax.weights import bundle, osediff_pkl
 from tests.training_runs import EVERY, SHARDED_STEPS, STEPS, TMP, assert_same_state, committed, env, fresh, run, \
-    start, trained, wait_for
+    run_together, start, trained, wait_for
 
 
 def test_reference_run_leaves_everything(reference):
@@ -109,33 +111,42 @@ def test_kill9_twice_and_sigterm_resume_bit_exact(reference, tmp_path, cache):
     assert_same_state(state, reference[2])
 
 
-def test_nan_stops_and_keeps_the_last_good_checkpoint(reference, tmp_path, cache):
-    """A NaN in a frozen weight (same shapes, so the same compiled step) makes the losses of the step
-    after the reference's end NaN: the run stops with exit 1 naming them, and the reference's last
-    step stays the latest checkpoint."""
-    cwd = fresh(tmp_path)
-    shutil.copytree(reference[0], cwd / "run", symlinks=True)
-    vae = cwd / "run" / "random_sd" / "vae" / "diffusion_pytorch_model.safetensors"
+@pytest.fixture(scope="module")
+def continued(reference, four_devices, tmp_path_factory, cache) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """Two runs from the session's checkpoints, launched together: {name: (workdir, result)}.
+
+    "nan": the reference's workdir with a NaN in a frozen weight (same shapes, so the same compiled
+    step), trained 2 steps past the reference's end. "4to1": the 4-device run's workdir continued on
+    1 device to the reference's end."""
+    nan, four = fresh(tmp_path_factory.mktemp("nan")), fresh(tmp_path_factory.mktemp("four_to_one"))
+    shutil.copytree(reference[0], nan / "run", symlinks=True)
+    vae = nan / "run" / "random_sd" / "vae" / "diffusion_pytorch_model.safetensors"
     tensors = load_file(vae)
     tensors["decoder.conv_out.bias"] = np.full_like(tensors["decoder.conv_out.bias"], np.nan)
     save_file(tensors, vae)
-    r = run(cwd, cache, "run", f"--config.steps={STEPS + 2}")
+    shutil.copytree(four_devices, four / "run", symlinks=True)
+    assert committed(four / "run" / "checkpoints") == list(range(EVERY, SHARDED_STEPS + 1, EVERY))
+    results = run_together(cache, (nan, (f"--config.steps={STEPS + 2}",), 1), (four, (), 1))
+    return {"nan": (nan / "run", results[0]), "4to1": (four / "run", results[1])}
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(reference, continued):
+    """The losses of the step after the reference's end are NaN: the run stops with exit 1 naming
+    them, and the reference's last step stays the latest checkpoint."""
+    workdir, r = continued["nan"]
     assert r.returncode == 1, r.stderr[-3000:]
     assert f"step {STEPS + 1}: non-finite" in r.stderr and "l2=nan" in r.stderr and f"step {STEPS} in" in r.stderr
-    assert committed(cwd / "run" / "checkpoints")[-1] == STEPS
-    assert_same_state(trained(cwd / "run")[1], reference[2])
+    assert committed(workdir / "checkpoints")[-1] == STEPS
+    assert_same_state(trained(workdir)[1], reference[2])
 
 
-def test_checkpoint_of_4_devices_continues_on_1(reference, four_devices, tmp_path, cache):
+def test_checkpoint_of_4_devices_continues_on_1(reference, continued):
     """The run of 4 devices (fsdp 2, batch split 1 per device) continued from its last checkpoint on 1
     device to the end: the same data sequence, and parameters within float tolerance of the reference
     (the partitioned program sums in another order)."""
-    cwd = fresh(tmp_path)
-    shutil.copytree(four_devices, cwd / "run", symlinks=True)
-    assert committed(cwd / "run" / "checkpoints") == list(range(EVERY, SHARDED_STEPS + 1, EVERY))
-    r = run(cwd, cache, "run")
+    workdir, r = continued["4to1"]
     assert r.returncode == 0 and f"at step {SHARDED_STEPS}" in r.stderr, r.stderr[-3000:]
-    step, state, data = trained(cwd / "run")
+    step, state, data = trained(workdir)
     assert step == STEPS and data == reference[3]
     diff = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(state["gen"]),
                                                             jax.tree.leaves(reference[2]["gen"])))
@@ -153,11 +164,13 @@ def test_config_errors_name_the_field(tmp_path, cache):
              ("gpu1", ["--config.sd_path=."], "config.lpips_weights: weights: missing vgg16-397923af.pth, "
                                                "lpips_vgg.pth"),
              ("tiny", ["--config.ram_path=ram.pth"], "config.ram_path: ram.pth: no such file or folder; obtain RAM's")]
-    for name, extra, message in cases:
-        r = subprocess.run([sys.executable, "-m", "osediff_jax.train", "--config", f"configs/{name}.py", "--workdir",
-                            "run", *extra], cwd=cwd, capture_output=True, text=True, env=env(cache))
-        errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
-        assert r.returncode == 2 and len(errors) == 1 and message in errors[0], (extra, r.stderr)
+    procs = [subprocess.Popen([sys.executable, "-m", "osediff_jax.train", "--config", f"configs/{name}.py",
+                               "--workdir", "run", *extra], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env(cache)) for name, extra, _ in cases]  # all at once: a few lines each
+    for proc, (_, extra, message) in zip(procs, cases):
+        err = proc.communicate()[1]
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], (extra, err)
     assert not (cwd / "run").exists()
 
 

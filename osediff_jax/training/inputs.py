@@ -1,5 +1,5 @@
 """What a training config points at, checked before any work: the SD-2.1-base weights, the
-LPIPS-vgg loss weights, the training images and the validation set. Each missing piece is one
+LPIPS loss weights, the training images and the validation set. Each missing piece is one
 `ConfigError` that says what to obtain and which config field to set.
 
 A config without `sd_path` trains a small random SD-shaped model written into the workdir, and one
@@ -27,6 +27,7 @@ from osediff_jax.weights.torch_format import CheckpointError
 # scikit-image's bundled colour photographs (no download): training and validation images.
 SKIMAGE_TRAIN = ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
 SKIMAGE_VAL = ("chelsea", "colorwheel")
+NAMES = {"vgg": "VGG16", "alex": "AlexNet"}
 
 
 def _path(text: str) -> Path:
@@ -60,23 +61,27 @@ def load_model(config: ml_collections.ConfigDict, workdir: Path) -> Any:
 
 
 def load_lpips(config: ml_collections.ConfigDict) -> dict:
-    """LPIPS-vgg of the generator's loss from `config.lpips_weights`; a random backbone only with a
-    random model (the tiny config)."""
+    """LPIPS of the generator's loss (`config.train.lpips_net`) from `config.lpips_weights`; a random
+    backbone only with a random model (the tiny config)."""
+    net = config.train.lpips_net
     if config.random_lpips:
         if config.sd_path:
             raise ConfigError("config.random_lpips: a random LPIPS backbone is only for the random model (empty "
-                              "config.sd_path); set --config.lpips_weights=DIR with the VGG16 and LPIPS weights")
-        return lpips_params("vgg", config.lpips_weights or None, random_backbone=True, seed=config.seed)
+                              f"config.sd_path); set --config.lpips_weights=DIR with the {NAMES[net]} and LPIPS "
+                              "weights")
+        return lpips_params(net, config.lpips_weights or None, random_backbone=True, seed=config.seed)
     folder = _path(config.lpips_weights) if config.lpips_weights else None
-    needed = [BACKBONE_FILES["vgg"], LIN_FILES["vgg"]] + ([BACKBONE_FILES["alex"], LIN_FILES["alex"]]
-                                                          if config.val.every else [])
+    needed = [BACKBONE_FILES[net], LIN_FILES[net]]
+    if config.val.every:
+        needed += [f for f in (BACKBONE_FILES["alex"], LIN_FILES["alex"]) if f not in needed]
     missing = [f for f in needed if folder is None or not (folder / f).is_file()]
     if missing:
         raise ConfigError(f"config.lpips_weights: {config.lpips_weights or '(unset)'}: missing {', '.join(missing)}; "
-                          "put torchvision's ImageNet VGG16 (vgg16-397923af.pth) and the lpips package's "
-                          "lpips/weights/v0.1/vgg.pth as lpips_vgg.pth (validation: AlexNet alexnet-owt-7be5be79.pth "
-                          "and alex.pth as lpips_alex.pth) in a folder and set --config.lpips_weights=DIR")
-    return lpips_params("vgg", folder)
+                          f"put torchvision's ImageNet {NAMES[net]} ({BACKBONE_FILES[net]}) and the lpips package's "
+                          f"lpips/weights/v0.1/{net}.pth as {LIN_FILES[net]} (validation: AlexNet "
+                          "alexnet-owt-7be5be79.pth and alex.pth as lpips_alex.pth) in a folder and set "
+                          "--config.lpips_weights=DIR")
+    return lpips_params(net, folder)
 
 
 def load_ram(config: ml_collections.ConfigDict) -> tuple[Any, Any] | None:

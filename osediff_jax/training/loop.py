@@ -24,7 +24,6 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
-from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from osediff_jax.data.hq_images import make_loader
@@ -84,6 +83,9 @@ class Trainer:
             self.val_set = validation.load_set(*val_dirs, config.val.crop, config.val.count, config.val.seed, degr)
             self.val_gen = validation.make_generator(self.model, self.train_config.rank)
             self.val_scores = validation.make_scorer(config.lpips_weights or None, config.random_lpips)
+        # Imported here, after every check: tensorboardX imports torch when it is installed (1.5 s).
+        from tensorboardX import SummaryWriter
+
         self.writer = SummaryWriter(str(workdir / "tensorboard")) if self.main else None
         if self.main:
             write_bytes(workdir / "config.json", config_lib.to_text(config).encode())

@@ -7,7 +7,7 @@ The frozen tree is an argument of its own rather than part of the state: the ste
 and returning the frozen weights from a jitted function would copy them every step.
 
 Per step: degrade the GT on device; prompt embeddings; the generator (VAE-encoder posterior sample,
-UNet at t=999, one step, decode, clamp) and its loss `l2 * MSE + lpips * LPIPS_vgg + vsd * VSD`,
+UNet at t=999, one step, decode, clamp) and its loss `l2 * MSE + lpips * LPIPS + vsd * VSD`,
 differentiated with respect to the generator's trainable set and applied; then the regulariser's
 denoising loss on the same (stopped) latents, differentiated with respect to its LoRA and applied.
 The frozen base UNet serves the generator (with its LoRA and conv_in), the fake score (with the
@@ -106,7 +106,7 @@ def make_losses(unet: nn.Module, vae: nn.Module, alphas_cumprod: np.ndarray, con
     (raw terms, x0)), the generator's loss as a function of its trainable tree; reg_loss(reg, frozen,
     x0, prompt_embeds, draws) -> the regulariser's weighted loss. lq, gt NHWC in [-1, 1]."""
     ac = jnp.asarray(alphas_cumprod, jnp.float32)
-    lpips_net = LPIPS("vgg")
+    lpips_net = LPIPS(config.lpips_net)
     vsd_term = make_vsd_term(unet, alphas_cumprod, config)
 
     def gen_loss(gen, reg, frozen, lq, gt, emb, d: Draws):
