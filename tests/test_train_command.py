@@ -163,7 +163,12 @@ def test_config_errors_name_the_field(tmp_path, cache):
              ("a100x4", [], "config.sd_path: stable-diffusion-2-1-base: no such folder; obtain SD-2.1-base"),
              ("gpu1", ["--config.sd_path=."], "config.lpips_weights: weights: missing vgg16-397923af.pth, "
                                                "lpips_vgg.pth"),
-             ("tiny", ["--config.ram_path=ram.pth"], "config.ram_path: ram.pth: no such file or folder; obtain RAM's")]
+             ("tiny", ["--config.ram_path=ram.pth"], "config.ram_path: ram.pth: no such file or folder; obtain RAM's"),
+             ("tiny", ["--config.train.lpips_net=squeeze"], "config.train.lpips_net='squeeze'; expected one of "
+                                                            "('vgg', 'alex')"),
+             ("gpu1", ["--config.sd_path=.", "--config.train.lpips_net=alex", "--config.val.every=0"],
+              "config.lpips_weights: weights: missing alexnet-owt-7be5be79.pth, lpips_alex.pth; put torchvision's "
+              "ImageNet AlexNet")]
     procs = [subprocess.Popen([sys.executable, "-m", "osediff_jax.train", "--config", f"configs/{name}.py",
                                "--workdir", "run", *extra], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env(cache)) for name, extra, _ in cases]  # all at once: a few lines each

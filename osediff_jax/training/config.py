@@ -48,7 +48,10 @@ def load(path: str | os.PathLike, overrides: list[str] = ()) -> ml_collections.C
                 raise ConfigError(f"--config.{name}: no value given")
             value = args.pop(0)
         _set(config, name, value, path)
-    TrainConfig(**config.train)  # the objective's own checks, before any work
+    try:
+        TrainConfig(**config.train)  # the objective's own checks, before any work
+    except ValueError as e:  # their messages start with the field's name
+        raise ConfigError(f"config.train.{e}") from None
     return config
 
 
