@@ -113,13 +113,15 @@ def _causal(n):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("case", ["whole", "query blocks", "causal bias", "gpu fused softmax"])
+@pytest.mark.parametrize("case", ["whole", "heads", "query blocks", "causal bias", "gpu fused softmax"])
 def test_attention_matches_old_formula_and_gradients(monkeypatch, dtype, case):
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal((2, n, 3, 16)).astype(np.float32) for n in (37, 37, 37))
     bias = _causal(37) if case == "causal bias" else None
+    if case == "heads":
+        monkeypatch.setattr(attention, "CPU_BLOCK_LOGITS", 37 * 37)  # one head at a time, whole
     if case == "query blocks":
-        monkeypatch.setattr(attention, "CPU_BLOCK_LOGITS", 2 * 3 * 8 * 37)  # 5 blocks of 8 queries
+        monkeypatch.setattr(attention, "CPU_BLOCK_LOGITS", 8 * 37)  # one head at a time, 5 blocks of 8 queries
     if case == "gpu fused softmax":
         new = lambda q, k, v: jnp.swapaxes(attention._fused_softmax(
             *(jnp.swapaxes(x, 1, 2) for x in (q * jnp.asarray(0.25, q.dtype), k, v)), None), 1, 2)

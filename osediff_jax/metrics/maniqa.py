@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from osediff_jax.metrics.weights import load_params, weight_path
+from osediff_jax.models.layers import gelu
 
 WEIGHTS_FILE = "MANIQA_PIPAL-ae6d356b.pth"
 CROP = 224
@@ -59,7 +60,7 @@ class ViTBlock(nn.Module):
         y = _attention(qkv[0] * (d // self.heads) ** -0.5, qkv[1], qkv[2]).transpose(0, 2, 1, 3).reshape(b, n, d)
         x = x + _dense(d, "attn_proj")(y)
         y = nn.LayerNorm(1e-6, use_fast_variance=False, name="norm2")(x)
-        y = _dense(d, "mlp_fc2")(nn.gelu(_dense(4 * d, "mlp_fc1")(y), approximate=False))
+        y = _dense(d, "mlp_fc2")(gelu(_dense(4 * d, "mlp_fc1")(y)))
         return x + y
 
 
@@ -145,7 +146,7 @@ class SwinBlock(nn.Module):
             y = jnp.roll(y, (self.shift, self.shift), axis=(1, 2))
         x = x + y.reshape(b, n, c)
         y = nn.LayerNorm(1e-5, use_fast_variance=False, name="norm2")(x)
-        return x + _dense(c, "mlp_fc2")(nn.gelu(_dense(self.mlp, "mlp_fc1")(y), approximate=False))
+        return x + _dense(c, "mlp_fc2")(gelu(_dense(self.mlp, "mlp_fc1")(y)))
 
 
 class Swin(nn.Module):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from osediff_jax.metrics.weights import load_params, weight_path
+from osediff_jax.models.layers import gelu
 
 WEIGHTS_FILE = "musiq_koniq_ckpt-e95806b9.pth"
 PATCH = 32
@@ -176,7 +177,7 @@ class Mlp(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = nn.gelu(nn.Dense(self.hidden, precision=HIGHEST, name="fc1")(x), approximate=False)
+        y = gelu(nn.Dense(self.hidden, precision=HIGHEST, name="fc1")(x))
         return nn.Dense(x.shape[-1], precision=HIGHEST, name="fc2")(y)
 
 

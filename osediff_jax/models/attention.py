@@ -7,6 +7,8 @@ bf16/fp16, head dim <= 128); elsewhere, e.g. the VAE's single 512-wide head, it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -17,9 +19,13 @@ IMPLS = ("xla", "cudnn")
 # memory): a 2048 px image has 65536 tokens in the VAE's mid-block attention, 16 GiB of fp32 logits.
 # The tiled upscaler's memory plan relies on this bound on every device.
 MAX_LOGITS = 2**27
-# On the CPU, blocks are smaller still, for speed: a block's logits (16 MiB of fp32) are exponentiated
-# and multiplied by v while still in cache, rather than written out and read back three times.
-CPU_BLOCK_LOGITS = 2**22
+# On the CPU, above this many logits in all, attention runs one head at a time in blocks of queries
+# of at most this many logits (8 MiB of fp32): a head's 2-D matrix products are faster in XLA:CPU than
+# the products batched over heads, and a block's logits are exponentiated and multiplied by v while
+# still in cache rather than written out and read back. At 4096 tokens (SD's 64x64 latent, 5 heads
+# of 64): 150 ms a call, against 195 ms in blocks of all heads and 138 ms for PyTorch's SDPA; blocks
+# of 2^19 to 2^23 logits took 154 to 166 ms (`python -m benchmarks.attention`, BENCHMARKS.md).
+CPU_BLOCK_LOGITS = 2**21
 
 
 def _xla(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
@@ -27,13 +33,24 @@ def _xla(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> ja
     q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
     # Scaling q costs B*H*Lq*D multiplications, scaling the logits B*H*Lq*Lk.
     q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-    cpu = jax.default_backend() == "cpu"
-    attend = _deferred_normalisation if cpu else _fused_softmax
+    b, h, lq, d = q.shape
+    n = b * h * lq * k.shape[2]
+    if jax.default_backend() != "cpu":
+        return jnp.swapaxes(_blocks(q, k, v, bias, MAX_LOGITS, _fused_softmax), 1, 2)
+    if n <= CPU_BLOCK_LOGITS or bias is not None:
+        return jnp.swapaxes(_deferred_normalisation(q, k, v, bias), 1, 2)
+    heads = [x.reshape(b * h, 1, 1, *x.shape[2:]) for x in (q, k, v)]
+    out = jax.lax.map(lambda qkv: _blocks(*qkv, None, CPU_BLOCK_LOGITS, _deferred_normalisation), heads)
+    return jnp.swapaxes(out.reshape(b, h, lq, v.shape[-1]), 1, 2)
+
+
+def _blocks(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, limit: int,
+            attend: Callable[..., jax.Array]) -> jax.Array:
+    """attend(q, k, v, bias) in [B, H, L, D], over blocks of queries of at most `limit` logits."""
     b, h, lq, _ = q.shape
     n = b * h * lq * k.shape[2]
-    limit = min(MAX_LOGITS, CPU_BLOCK_LOGITS) if cpu else MAX_LOGITS
     if n <= limit or bias is not None:
-        return jnp.swapaxes(attend(q, k, v, bias), 1, 2)
+        return attend(q, k, v, bias)
     blocks = -(-lq // max(1, lq * limit // n))
     chunk = -(-lq // blocks)  # the same number of blocks, evened out: less padding, still within limit
     qp = jnp.pad(q, ((0, 0), (0, 0), (0, blocks * chunk - lq), (0, 0)))
@@ -42,8 +59,7 @@ def _xla(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> ja
     # keeps only its inputs, not a float32 stack of every block's exponentials (1.3 GiB per attention
     # layer in the 512 px training step at batch 4, several layers of them live at once).
     out = jax.lax.map(jax.checkpoint(lambda qc: attend(qc, k, v, None)), qs)
-    out = jnp.moveaxis(out, 0, 2).reshape(b, h, blocks * chunk, v.shape[-1])[:, :, :lq]
-    return jnp.swapaxes(out, 1, 2)
+    return jnp.moveaxis(out, 0, 2).reshape(b, h, blocks * chunk, v.shape[-1])[:, :, :lq]
 
 
 def _acc(x: jax.Array) -> jnp.dtype:

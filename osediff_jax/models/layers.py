@@ -31,6 +31,12 @@ def check_config(config: Mapping[str, Any], spec: Mapping[str, Any], source: str
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU as torch computes it, x/2 * (1 + erf(x / sqrt(2))). jax.nn.gelu's exact form goes
+    through erfc, which XLA:CPU evaluates 2.7x slower (4.0 against 1.5 ms over 4096 x 1280 floats)."""
+    return x * 0.5 * (1 + jax.lax.erf(x * np.asarray(np.sqrt(0.5), x.dtype)))
+
 # On the CPU, two kinds of convolution run as patches + one matrix product (`conv_patches`):
 # - an image with fewer pixels than the kernel has taps (the 1x1 and 2x2 levels of a small latent):
 #   there XLA's simplifier swaps the operands, reversing e.g. the 3x3x1280x1280 weights on every call

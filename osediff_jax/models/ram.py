@@ -17,9 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osediff_jax.models.layers import Conv
+from osediff_jax.models.layers import Conv, gelu  # torch's nn.GELU / BERT's "gelu": exact erf
 
-gelu = lambda x: jax.nn.gelu(x, approximate=False)  # torch's nn.GELU / BERT's "gelu": exact erf
 
 
 @dataclasses.dataclass(frozen=True)

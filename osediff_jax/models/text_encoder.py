@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from osediff_jax.models.attention import dot_product_attention
+from osediff_jax.models.layers import gelu
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact erf GELU, as torch's nn.GELU()
+    "gelu": gelu,  # exact erf GELU, as torch's nn.GELU()
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
 }
 

@@ -16,6 +16,7 @@ from osediff_jax.models.layers import (
     Upsample2D,
     check_config,
     conv,
+    gelu,
     group_norm,
 )
 
@@ -45,7 +46,7 @@ class GEGLU(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         h = nn.Dense(2 * self.dim_out, name="proj", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         h, gate = jnp.split(h, 2, axis=-1)
-        return h * nn.gelu(gate, approximate=False)
+        return h * gelu(gate)
 
 
 class BasicTransformerBlock(nn.Module):
