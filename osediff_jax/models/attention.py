@@ -33,7 +33,7 @@ def _xla(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> ja
     q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
     # Scaling q costs B*H*Lq*D multiplications, scaling the logits B*H*Lq*Lk.
     q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-    b, h, lq, d = q.shape
+    b, h, lq, _ = q.shape
     n = b * h * lq * k.shape[2]
     if jax.default_backend() != "cpu":
         return jnp.swapaxes(_blocks(q, k, v, bias, MAX_LOGITS, _fused_softmax), 1, 2)

@@ -37,6 +37,7 @@ def gelu(x: jax.Array) -> jax.Array:
     through erfc, which XLA:CPU evaluates 2.7x slower (4.0 against 1.5 ms over 4096 x 1280 floats)."""
     return x * 0.5 * (1 + jax.lax.erf(x * np.asarray(np.sqrt(0.5), x.dtype)))
 
+
 # On the CPU, two kinds of convolution run as patches + one matrix product (`conv_patches`):
 # - an image with fewer pixels than the kernel has taps (the 1x1 and 2x2 levels of a small latent):
 #   there XLA's simplifier swaps the operands, reversing e.g. the 3x3x1280x1280 weights on every call

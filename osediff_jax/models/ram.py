@@ -20,7 +20,6 @@ import numpy as np
 from osediff_jax.models.layers import Conv, gelu  # torch's nn.GELU / BERT's "gelu": exact erf
 
 
-
 @dataclasses.dataclass(frozen=True)
 class RAMConfig:
     """RAM Swin-L at 384 (`ram/configs/swin/config_swinL_384.json`, `q2l_config.json`)."""
