@@ -10,14 +10,15 @@ agreement only (no timings: these networks are not part of the CPU throughput co
 pyiqa cannot be imported beside jax (numpy 2 vs imgaug), so it runs in its own virtual
 environment (--pyiqa-python), made once with
 
-    python -m venv --system-site-packages /work/venv-pyiqa
-    /work/venv-pyiqa/bin/pip install "numpy<2" "setuptools<70" pyiqa==0.1.10
+    python -m venv --system-site-packages .venv-pyiqa
+    .venv-pyiqa/bin/pip install "numpy<2" "setuptools<70" pyiqa==0.1.10
 
-(setuptools for the `pkg_resources` that pyiqa's CLIP dependency imports). pyiqa downloads its NIQE model file on first use; offline, this
-script hands it the same pristine parameters (our niqe_pris_params.npz) as a .mat file.
+in the repository root (setuptools for the `pkg_resources` that pyiqa's CLIP dependency imports).
+pyiqa downloads its NIQE model file on first use; offline, this script hands it the same pristine
+parameters (our niqe_pris_params.npz) as a .mat file.
 These metrics run on the CPU in both libraries (NumPy here), so there is no GPU variant.
 
-    python -m benchmarks.evaluation --pyiqa-python /work/venv-pyiqa/bin/python
+    python -m benchmarks.evaluation --pyiqa-python .venv-pyiqa/bin/python
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def compare_networks(pairs: list[tuple[str, str]], pyiqa_python: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "realsr"))
-    ap.add_argument("--pyiqa-python", default="/work/venv-pyiqa/bin/python")
+    ap.add_argument("--pyiqa-python", default=".venv-pyiqa/bin/python")
     ap.add_argument("--repeats", type=int, default=2, help="best of N timed passes")
     ap.add_argument("--networks", type=int, default=20,
                     help="pairs for the random-weight LPIPS/DISTS/FID comparison with pyiqa (0: skip)")

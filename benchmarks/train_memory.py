@@ -24,10 +24,10 @@ and `runtime_version { major: 12 minor: 8 }`, what jax-cuda12-plugin 0.10.2 requ
 needs JAX's CUDA plugin, kept out of the project's environment (installed there, it would become
 JAX's default backend wherever a GPU is found):
 
-  python -m venv --system-site-packages /work/venv-gpuaot    # the project's packages stay visible
-  /work/venv-gpuaot/bin/pip install --no-deps jax-cuda12-plugin==0.10.2 jax-cuda12-pjrt==0.10.2
-  /work/venv-gpuaot/bin/python -m benchmarks.train_memory --run b4 --gpu-target h100_sxm.txtpb
-  /work/venv-gpuaot/bin/python -m benchmarks.train_memory --run b1-remat --gpu-target h100_sxm.txtpb
+  python -m venv --system-site-packages .venv-gpuaot    # the project's packages stay visible
+  .venv-gpuaot/bin/pip install --no-deps jax-cuda12-plugin==0.10.2 jax-cuda12-pjrt==0.10.2
+  .venv-gpuaot/bin/python -m benchmarks.train_memory --run b4 --gpu-target h100_sxm.txtpb
+  .venv-gpuaot/bin/python -m benchmarks.train_memory --run b1-remat --gpu-target h100_sxm.txtpb
 
 (the plugin's version is JAX's; no CUDA, cuDNN or driver libraries are needed to compile). Autotuning
 is off (it times kernels on the device) and matrix products go to cuBLAS: the plan is that of XLA's
@@ -63,7 +63,6 @@ from osediff_jax.training.unmerged import REMAT  # noqa: E402
 from osediff_jax.training.step import make_losses, make_train_step, sample_draws  # noqa: E402
 from osediff_jax.weights import osediff_pkl  # noqa: E402
 
-# Target configs of GPUs for deviceless compilation (`--gpu-target`): see each file for its origin.
 RUNS = {"b4": (4, dict(remat="elementwise")), "b1-remat": (1, dict(remat="blocks")), "b1": (1, dict(remat="elementwise")),
         "b1-merged": (1, dict(remat="elementwise", merged_lora=True))}
 GIB = 2**30
@@ -356,8 +355,8 @@ def main() -> None:
                         help="dump XLA's buffer assignment to DIR (a new folder) and report the peak without "
                              "the CPU-only buffers (float32 copies of bf16 values, convolution layout copies)")
     parser.add_argument("--gpu-target", metavar="TXTPB",
-                        help="a GPU target config file (see the docstring): compile the GPU's code paths for this GPU with XLA's GPU compiler, without a GPU "
-                             "(needs the CUDA plugin: see the docstring); no autotuning")
+                        help="a GPU target config file: compile the GPU's code paths for this GPU with XLA's GPU "
+                             "compiler, without a GPU (needs the CUDA plugin; see the docstring); no autotuning")
     args = parser.parse_args()
     if args.gpu_target and (args.lowered or args.xla_dump):
         parser.error("--gpu-target compiles for the GPU: --lowered and --xla-dump are for the CPU's compilation")

@@ -5,9 +5,9 @@
 A small SD-shaped model with RANDOM weights (written into the workdir), trained on photographs that
 scikit-image ships (64-pixel crops, batch 4) with LPIPS-alex on a random backbone (said on screen;
 the paper's VGG16 would take half of this small model's step), validation on two other bundled
-photographs. It ends with the exported model, validation strips and one
-upscaled sample image in the workdir. It shows the pipeline; real results need the SD-2.1-base
-weights and real data (configs/a100x4.py, gpu1.py, gpu24gb.py).
+photographs. It ends with the exported model, validation strips and one upscaled sample image in
+the workdir. It shows the pipeline; real results need the SD-2.1-base weights and real data
+(configs/a100x4.py, gpu1.py, gpu24gb.py).
 """
 
 import ml_collections

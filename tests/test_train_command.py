@@ -21,7 +21,7 @@ from safetensors.numpy import load_file, save_file
 from osediff_jax import train
 from osediff_jax.inference.sr import make_sr_fn
 from osediff_jax.weights import bundle, osediff_pkl
-from tests.training_runs import EVERY, SHARDED_STEPS, STEPS, TMP, assert_same_state, committed, env, fresh, run, \
+from tests.training_runs import EVERY, SHARDED_STEPS, STEPS, TMP, assert_same_state, committed, env, fresh, \
     run_together, start, trained, wait_for
 
 
@@ -103,7 +103,7 @@ def test_kill9_twice_and_sigterm_resume_bit_exact(reference, tmp_path, cache):
     saved = int(err.split("saved step ")[1].split()[0])
     assert committed(ckpt)[-1] == saved and resumed < saved < STEPS, err[-3000:]
 
-    r = run(cwd, cache, "run")
+    r, = run_together(cache, (cwd, (), 1))
     assert r.returncode == 0 and f"at step {saved}" in r.stderr, r.stderr[-3000:]
     assert not partial()
     step, state, data = trained(cwd / "run")

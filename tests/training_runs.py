@@ -65,15 +65,12 @@ def fresh(tmp_path: Path, inputs_of: Path | None = None) -> Path:
     return tmp_path
 
 
-def run(cwd: Path, cache: Path, workdir: str, *extra: str, devices: int = 1) -> subprocess.CompletedProcess:
-    return subprocess.run(argv(workdir, *extra), cwd=cwd, capture_output=True, text=True, env=env(cache, devices))
-
-
 def run_together(cache: Path, *runs: tuple[Path, tuple[str, ...], int]) -> list[subprocess.CompletedProcess]:
-    """`run(cwd, cache, "run", *extra, devices=devices)` for each (cwd, extra, devices), all at once.
-    A launch keeps about one of two cores busy (tracing in Python, XLA's compiler; 102 s of CPU in a
-    78 s cold launch), so two side by side take far less than one after the other. Output goes to
-    files in each cwd: pipes left unread while waiting for another process could fill and stall it."""
+    """The train command in each cwd with workdir `run/`, `extra` flags and `devices` CPU devices, all
+    at once; the results in order. A launch keeps about one of two cores busy (tracing in Python,
+    XLA's compiler; 102 s of CPU in a 78 s cold launch), so two side by side take far less than one
+    after the other. Output goes to files in each cwd: pipes left unread while waiting for another
+    process could fill and stall it."""
     procs = []
     for cwd, extra, devices in runs:
         out, err = open(cwd / "stdout.txt", "w+"), open(cwd / "stderr.txt", "w+")

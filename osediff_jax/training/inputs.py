@@ -27,7 +27,7 @@ from osediff_jax.weights.torch_format import CheckpointError
 # scikit-image's bundled colour photographs (no download): training and validation images.
 SKIMAGE_TRAIN = ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
 SKIMAGE_VAL = ("chelsea", "colorwheel")
-NAMES = {"vgg": "VGG16", "alex": "AlexNet"}
+BACKBONE_NAMES = {"vgg": "VGG16", "alex": "AlexNet"}
 
 
 def _path(text: str) -> Path:
@@ -67,8 +67,8 @@ def load_lpips(config: ml_collections.ConfigDict) -> dict:
     if config.random_lpips:
         if config.sd_path:
             raise ConfigError("config.random_lpips: a random LPIPS backbone is only for the random model (empty "
-                              f"config.sd_path); set --config.lpips_weights=DIR with the {NAMES[net]} and LPIPS "
-                              "weights")
+                              f"config.sd_path); set --config.lpips_weights=DIR with the {BACKBONE_NAMES[net]} "
+                              "and LPIPS weights")
         return lpips_params(net, config.lpips_weights or None, random_backbone=True, seed=config.seed)
     folder = _path(config.lpips_weights) if config.lpips_weights else None
     needed = [BACKBONE_FILES[net], LIN_FILES[net]]
@@ -77,8 +77,8 @@ def load_lpips(config: ml_collections.ConfigDict) -> dict:
     missing = [f for f in needed if folder is None or not (folder / f).is_file()]
     if missing:
         raise ConfigError(f"config.lpips_weights: {config.lpips_weights or '(unset)'}: missing {', '.join(missing)}; "
-                          f"put torchvision's ImageNet {NAMES[net]} ({BACKBONE_FILES[net]}) and the lpips package's "
-                          f"lpips/weights/v0.1/{net}.pth as {LIN_FILES[net]} (validation: AlexNet "
+                          f"put torchvision's ImageNet {BACKBONE_NAMES[net]} ({BACKBONE_FILES[net]}) and the lpips "
+                          f"package's lpips/weights/v0.1/{net}.pth as {LIN_FILES[net]} (validation: AlexNet "
                           "alexnet-owt-7be5be79.pth and alex.pth as lpips_alex.pth) in a folder and set "
                           "--config.lpips_weights=DIR")
     return lpips_params(net, folder)
